@@ -1,0 +1,1 @@
+//! Encrypted BitNet inference (ENSI). Built in later issues.

@@ -1,0 +1,1 @@
+//! BitNet b1.58 models in plaintext.

@@ -1,0 +1,45 @@
+//! `ensi`: the command-line face of the project. Thin by design: every command
+//! parses its arguments and calls into the library crates.
+
+mod bench;
+mod model_cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Non-interactive secure inference for BitNet b1.58 models with CKKS.
+#[derive(Parser)]
+#[command(name = "ensi", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run benchmarks and write machine-readable results.
+    Bench(bench::BenchArgs),
+    /// Model utilities (write the built-in tiny checkpoint, ...).
+    #[command(subcommand)]
+    Model(model_cmd::ModelCommand),
+    /// Generate text with a plaintext model (original or ENSI twin).
+    Run(model_cmd::RunArgs),
+    /// Compare the original model with the ENSI twin on a prompt set.
+    Eval(model_cmd::EvalArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(args) => bench::run(args),
+        Command::Model(cmd) => model_cmd::model(cmd),
+        Command::Run(args) => model_cmd::run(args),
+        Command::Eval(args) => model_cmd::eval(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Errors of the command line: every library error is shown as text.
+pub type CliResult = Result<(), Box<dyn std::error::Error>>;
