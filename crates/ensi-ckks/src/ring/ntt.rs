@@ -1,0 +1,150 @@
+//! The negacyclic NTT for one prime, through `tfhe-ntt`, plus a plain
+//! reference transform that the tests compare it with.
+//!
+//! `tfhe-ntt` picks AVX-512 IFMA (primes below ~2^50), AVX-512 or scalar code
+//! at run time. Its forward output is in bit-reversed order and its inverse is
+//! unnormalized; [`NttPlan::inverse`] multiplies by N^-1 so that callers never
+//! see either quirk except through [`crate::ring::Ring::automorphism_ntt_map`].
+
+use crate::math::Modulus;
+
+/// NTT plan and pointwise kernels for one prime.
+#[derive(Clone)]
+pub struct NttPlan {
+    plan: tfhe_ntt::prime64::Plan,
+    modulus: Modulus,
+}
+
+/// Pointwise products are computed in blocks of this many words so that a
+/// product-then-store never needs a heap buffer.
+const BLOCK: usize = 256;
+
+impl NttPlan {
+    /// Builds the plan for degree `n` and prime modulus `m` (m = 1 mod 2n).
+    pub fn new(n: usize, m: Modulus) -> Self {
+        let plan = tfhe_ntt::prime64::Plan::try_new(n, m.value())
+            .unwrap_or_else(|| panic!("{} is not an NTT prime for N = {n}", m.value()));
+        Self { plan, modulus: m }
+    }
+
+    /// The modulus.
+    pub fn modulus(&self) -> &Modulus {
+        &self.modulus
+    }
+
+    /// Coefficients (standard order) to NTT values (bit-reversed order).
+    #[inline]
+    pub fn forward(&self, a: &mut [u64]) {
+        self.plan.fwd(a);
+    }
+
+    /// NTT values (bit-reversed order) to coefficients, normalized by N^-1.
+    #[inline]
+    pub fn inverse(&self, a: &mut [u64]) {
+        self.plan.inv(a);
+        self.plan.normalize(a);
+    }
+
+    /// Inverse NTT without the N^-1 factor, for callers that fold it into a
+    /// later constant multiplication.
+    #[inline]
+    pub fn inverse_unnormalized(&self, a: &mut [u64]) {
+        self.plan.inv(a);
+    }
+
+    /// acc += a * b pointwise (all reduced).
+    #[inline]
+    pub fn mul_acc(&self, acc: &mut [u64], a: &[u64], b: &[u64]) {
+        self.plan.mul_accumulate(acc, a, b);
+    }
+
+    /// a *= b pointwise (all reduced).
+    pub fn mul_assign(&self, a: &mut [u64], b: &[u64]) {
+        let mut tmp = [0u64; BLOCK];
+        for (x, y) in a.chunks_mut(BLOCK).zip(b.chunks(BLOCK)) {
+            let t = &mut tmp[..x.len()];
+            t.fill(0);
+            self.plan.mul_accumulate(t, x, y);
+            x.copy_from_slice(t);
+        }
+    }
+
+    /// out = a * b pointwise (all reduced).
+    pub fn mul_into(&self, out: &mut [u64], a: &[u64], b: &[u64]) {
+        out.fill(0);
+        self.plan.mul_accumulate(out, a, b);
+    }
+}
+
+/// Plain O(N^2) negacyclic transform used only to check the fast one:
+/// `out[j] = a(psi^(2 brev(j) + 1))`, the layout `tfhe-ntt` produces.
+#[cfg(test)]
+pub(crate) fn reference_forward(a: &[u64], psi: u64, m: &Modulus) -> Vec<u64> {
+    let n = a.len();
+    let log_n = n.trailing_zeros();
+    let brev = |x: usize| x.reverse_bits() >> (usize::BITS - log_n);
+    (0..n)
+        .map(|j| {
+            let x = m.pow(psi, (2 * brev(j) + 1) as u64);
+            // Horner evaluation at x.
+            a.iter().rev().fold(0u64, |acc, &c| m.add(m.mul(acc, x), c))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::math::primes::ntt_primes;
+
+    fn random_poly(n: usize, q: u64, seed: u64) -> Vec<u64> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (s >> 11) % q
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fast_ntt_matches_reference_evaluation() {
+        let n = 64;
+        for &q in &ntt_primes(6, &[30, 40, 50, 60], &[]).unwrap() {
+            let m = Modulus::new(q);
+            let plan = NttPlan::new(n, m);
+            // The transform of X lists the evaluation points; position 0 is psi itself.
+            let mut x = vec![0u64; n];
+            x[1] = 1;
+            plan.forward(&mut x);
+            let psi = x[0];
+            assert_eq!(m.pow(psi, n as u64), q - 1, "psi must be a primitive 2N-th root");
+            let a = random_poly(n, q, q);
+            let mut fast = a.clone();
+            plan.forward(&mut fast);
+            assert_eq!(fast, reference_forward(&a, psi, &m));
+            plan.inverse(&mut fast);
+            assert_eq!(fast, a);
+        }
+    }
+
+    #[test]
+    fn pointwise_kernels_match_scalar() {
+        let n = 1 << 10;
+        for &q in &ntt_primes(10, &[40, 50, 60], &[]).unwrap() {
+            let m = Modulus::new(q);
+            let plan = NttPlan::new(n, m);
+            let a = random_poly(n, q, 1);
+            let b = random_poly(n, q, 2);
+            let c = random_poly(n, q, 3);
+            let mut x = a.clone();
+            plan.mul_assign(&mut x, &b);
+            let mut acc = c.clone();
+            plan.mul_acc(&mut acc, &a, &b);
+            for i in 0..n {
+                assert_eq!(x[i], m.mul(a[i], b[i]));
+                assert_eq!(acc[i], m.add(c[i], m.mul(a[i], b[i])));
+            }
+        }
+    }
+}
