@@ -66,6 +66,12 @@ impl RnsPoly {
     pub fn as_words(&self) -> &[u64] {
         &self.data
     }
+    /// Drops the P limbs.
+    pub fn drop_p(&mut self) {
+        let n = self.data.len() / self.limbs();
+        self.data.truncate(self.q_limbs * n);
+        self.p_limbs = 0;
+    }
     /// Drops Q limbs from the top so that `q_limbs` remain (P limbs kept).
     pub fn truncate_q(&mut self, q_limbs: usize) {
         assert!(q_limbs <= self.q_limbs);

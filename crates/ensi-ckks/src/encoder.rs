@@ -1,0 +1,375 @@
+//! The CKKS encoder: complex vectors <-> plaintext polynomials through the
+//! canonical embedding.
+//!
+//! With n slots (a power of two, at most N/2) the message lives in the
+//! subring Z[Y]/(Y^{2n} + 1), Y = X^{N/2n}, and slot j is the evaluation at
+//! xi^{5^j} with xi = exp(i pi / 2n). Writing v_i = c_i + i c_{i+n} for the
+//! 2n coefficients turns decoding into v -> sum_i v_i xi^{5^j i}, a twisted
+//! DFT that the "special FFT" below computes in n log n. The powers 5^j make
+//! rotation by one slot the automorphism X -> X^5.
+
+use crate::ciphertext::Plaintext;
+use crate::error::{CkksError, Result};
+use crate::params::Parameters;
+use num_complex::Complex64;
+use rayon::prelude::*;
+use std::f64::consts::PI;
+
+/// Encodes and decodes messages for one parameter set.
+pub struct Encoder {
+    params: Parameters,
+    /// exp(2 pi i k / 2N) for k in 0..=2N.
+    roots: Vec<Complex64>,
+    /// 5^j mod 2N for j < N/2.
+    rot_group: Vec<usize>,
+    /// Per level: CRT constants for exact decoding.
+    crt: Vec<CrtTable>,
+}
+
+/// Constants to lift residues modulo q_0..q_l to a signed integer, exactly,
+/// when the integer is below 2^127 in magnitude (always the case for a
+/// decrypted message: |coefficient| ~ scale * |value| is far smaller).
+struct CrtTable {
+    /// (Q/q_i)^-1 mod q_i and its Shoup companion.
+    hat_inv: Vec<(u64, u64)>,
+    /// Q/q_i mod 2^128.
+    hat_low: Vec<u128>,
+    /// Q mod 2^128.
+    q_low: u128,
+    /// 1 / q_i.
+    q_recip: Vec<f64>,
+}
+
+impl Encoder {
+    /// Precomputes the FFT tables and CRT constants.
+    pub fn new(params: &Parameters) -> Self {
+        let n = params.n();
+        let m = 2 * n;
+        let roots = (0..=m)
+            .map(|k| {
+                let a = 2.0 * PI * k as f64 / m as f64;
+                Complex64::new(a.cos(), a.sin())
+            })
+            .collect();
+        let mut rot_group = Vec::with_capacity(n / 2);
+        let mut g = 1usize;
+        for _ in 0..n / 2 {
+            rot_group.push(g);
+            g = g * 5 % m;
+        }
+        let qm = params.ring().q();
+        let crt = (0..params.q_count())
+            .map(|l| {
+                let hat_inv = (0..=l)
+                    .map(|i| {
+                        let m = &qm[i];
+                        let prod = (0..=l).filter(|&k| k != i).fold(1u64, |a, k| m.mul(a, m.reduce(qm[k].value())));
+                        let inv = m.inv(prod);
+                        (inv, m.shoup(inv))
+                    })
+                    .collect();
+                let hat_low = (0..=l)
+                    .map(|i| (0..=l).filter(|&k| k != i).fold(1u128, |a, k| a.wrapping_mul(qm[k].value() as u128)))
+                    .collect();
+                let q_low = (0..=l).fold(1u128, |a, k| a.wrapping_mul(qm[k].value() as u128));
+                let q_recip = (0..=l).map(|i| 1.0 / qm[i].value() as f64).collect();
+                CrtTable { hat_inv, hat_low, q_low, q_recip }
+            })
+            .collect();
+        Self { params: params.clone(), roots, rot_group, crt }
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &Parameters {
+        &self.params
+    }
+
+    fn check_slots(&self, log_slots: u32) -> Result<usize> {
+        if log_slots >= self.params.log_n() {
+            return Err(CkksError::InvalidSlots(log_slots));
+        }
+        Ok(1 << log_slots)
+    }
+
+    /// Slots -> coefficient vector v (in place): the inverse of [`Self::fft_special`].
+    fn fft_special_inv(&self, v: &mut [Complex64]) {
+        let size = v.len();
+        let m = 2 * self.params.n();
+        let mut len = size;
+        while len >= 2 {
+            let lenh = len / 2;
+            let lenq = len * 4;
+            let gap = m / lenq;
+            for i in (0..size).step_by(len) {
+                for j in 0..lenh {
+                    let idx = (lenq - self.rot_group[j] % lenq) * gap;
+                    let u = v[i + j] + v[i + j + lenh];
+                    let w = (v[i + j] - v[i + j + lenh]) * self.roots[idx];
+                    v[i + j] = u;
+                    v[i + j + lenh] = w;
+                }
+            }
+            len /= 2;
+        }
+        bit_reverse(v);
+        let inv = 1.0 / size as f64;
+        v.iter_mut().for_each(|x| *x *= inv);
+    }
+
+    /// Coefficient vector v -> slots (in place): slot_j = sum_i v_i xi^(5^j i).
+    fn fft_special(&self, v: &mut [Complex64]) {
+        let size = v.len();
+        let m = 2 * self.params.n();
+        bit_reverse(v);
+        let mut len = 2;
+        while len <= size {
+            let lenh = len / 2;
+            let lenq = len * 4;
+            let gap = m / lenq;
+            for i in (0..size).step_by(len) {
+                for j in 0..lenh {
+                    let idx = (self.rot_group[j] % lenq) * gap;
+                    let u = v[i + j];
+                    let w = v[i + j + lenh] * self.roots[idx];
+                    v[i + j] = u + w;
+                    v[i + j + lenh] = u - w;
+                }
+            }
+            len *= 2;
+        }
+    }
+
+    /// Encodes complex `values` (at most 2^log_slots; the rest are zero) at
+    /// `level` and `scale`.
+    pub fn encode(&self, values: &[Complex64], level: usize, scale: f64, log_slots: u32) -> Result<Plaintext> {
+        let slots = self.check_slots(log_slots)?;
+        if values.len() > slots {
+            return Err(CkksError::TooManyValues { got: values.len(), slots });
+        }
+        if level > self.params.max_level() {
+            return Err(CkksError::LevelTooLow { needed: level, level: self.params.max_level() });
+        }
+        if !(scale.is_finite() && scale >= 1.0) {
+            return Err(CkksError::Encoding(format!("scale {scale} must be finite and >= 1")));
+        }
+        let mut v = vec![Complex64::new(0.0, 0.0); slots];
+        for (d, s) in v.iter_mut().zip(values) {
+            if !(s.re.is_finite() && s.im.is_finite()) {
+                return Err(CkksError::Encoding(format!("{s} is not finite")));
+            }
+            *d = *s;
+        }
+        self.fft_special_inv(&mut v);
+        let n = self.params.n();
+        let gap = n / (2 * slots);
+        let mut coeffs = vec![0f64; n];
+        for (i, c) in v.iter().enumerate() {
+            coeffs[i * gap] = (c.re * scale).round();
+            coeffs[i * gap + n / 2] = (c.im * scale).round();
+        }
+        let poly = self.coeffs_to_poly(&coeffs, level)?;
+        Ok(Plaintext { poly, scale, log_slots })
+    }
+
+    /// Encodes real `values`.
+    pub fn encode_real(&self, values: &[f64], level: usize, scale: f64, log_slots: u32) -> Result<Plaintext> {
+        let v: Vec<Complex64> = values.iter().map(|&x| Complex64::new(x, 0.0)).collect();
+        self.encode(&v, level, scale, log_slots)
+    }
+
+    /// Rounded real coefficients -> RNS polynomial in NTT form at `level`.
+    fn coeffs_to_poly(&self, coeffs: &[f64], level: usize) -> Result<crate::ring::RnsPoly> {
+        let ring = self.params.ring();
+        let log_q: f64 = self.params.q()[..=level].iter().map(|&q| (q as f64).log2()).sum();
+        let max = coeffs.iter().fold(0f64, |a, &c| a.max(c.abs()));
+        if max >= (log_q - 1.0).exp2() {
+            return Err(CkksError::Encoding(format!(
+                "coefficient 2^{:.1} exceeds the modulus 2^{log_q:.1} at level {level}; lower the scale",
+                max.log2()
+            )));
+        }
+        let mut poly = ring.zero(level + 1, 0, false);
+        let n = ring.n();
+        let small = max < 9.0e18;
+        poly.data.par_chunks_mut(n).enumerate().for_each(|(i, limb)| {
+            let m = &ring.q()[i];
+            if small {
+                for (r, &c) in limb.iter_mut().zip(coeffs) {
+                    *r = m.reduce_i64(c as i64);
+                }
+            } else {
+                for (r, &c) in limb.iter_mut().zip(coeffs) {
+                    *r = reduce_f64_integer(c, m);
+                }
+            }
+        });
+        ring.ntt(&mut poly);
+        Ok(poly)
+    }
+
+    /// Decodes a plaintext into its 2^log_slots complex values.
+    pub fn decode(&self, pt: &Plaintext) -> Vec<Complex64> {
+        let ring = self.params.ring();
+        let mut poly = pt.poly.clone();
+        if poly.is_ntt() {
+            ring.intt(&mut poly);
+        }
+        let n = ring.n();
+        let slots = 1usize << pt.log_slots;
+        let gap = n / (2 * slots);
+        let table = &self.crt[pt.level()];
+        let inv_scale = 1.0 / pt.scale;
+        let lift = |idx: usize| -> f64 {
+            let mut frac = 0f64;
+            let mut acc = 0u128;
+            for (i, m) in ring.q()[..=pt.level()].iter().enumerate() {
+                let (w, ws) = table.hat_inv[i];
+                let y = m.mul_shoup(poly.limb(i)[idx], w, ws);
+                frac += y as f64 * table.q_recip[i];
+                acc = acc.wrapping_add((y as u128).wrapping_mul(table.hat_low[i]));
+            }
+            let v = frac.round() as u128;
+            acc.wrapping_sub(v.wrapping_mul(table.q_low)) as i128 as f64
+        };
+        let mut v: Vec<Complex64> = (0..slots)
+            .into_par_iter()
+            .map(|i| Complex64::new(lift(i * gap) * inv_scale, lift(i * gap + n / 2) * inv_scale))
+            .collect();
+        self.fft_special(&mut v);
+        v
+    }
+
+    /// Decodes and keeps the real parts.
+    pub fn decode_real(&self, pt: &Plaintext) -> Vec<f64> {
+        self.decode(pt).into_iter().map(|c| c.re).collect()
+    }
+}
+
+/// An integer-valued f64 (any magnitude) reduced modulo q, exactly.
+pub(crate) fn reduce_f64_integer(x: f64, m: &crate::math::Modulus) -> u64 {
+    let bits = x.abs().to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i64 - 1075;
+    let mant = (bits & ((1 << 52) - 1)) | (1 << 52);
+    let r = if exp >= 0 {
+        m.mul(m.reduce(mant), m.pow(2, exp as u64))
+    } else {
+        m.reduce(mant >> (-exp).min(63))
+    };
+    if x < 0.0 {
+        m.neg(r)
+    } else {
+        r
+    }
+}
+
+fn bit_reverse<T>(v: &mut [T]) {
+    let n = v.len();
+    if n <= 2 {
+        if n == 2 {
+            // Bit reversal of one bit is the identity.
+        }
+        return;
+    }
+    let bits = n.trailing_zeros();
+    for i in 0..n {
+        let j = i.reverse_bits() >> (usize::BITS - bits);
+        if i < j {
+            v.swap(i, j);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::ParametersLiteral;
+
+    fn params() -> Parameters {
+        ParametersLiteral::preset("insecure-n10").unwrap().build().unwrap()
+    }
+
+    fn random_values(n: usize, seed: u64) -> Vec<Complex64> {
+        let mut s = seed;
+        let mut next = || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        };
+        (0..n).map(|_| Complex64::new(next(), next())).collect()
+    }
+
+    /// slot_j = sum_i v_i xi^(5^j i), xi = exp(i pi / 2n), straight from the definition.
+    fn reference_decode(v: &[Complex64]) -> Vec<Complex64> {
+        let n = v.len();
+        let m = 4 * n;
+        (0..n)
+            .map(|j| {
+                let e = (0..j).fold(1usize, |g, _| g * 5 % m);
+                v.iter()
+                    .enumerate()
+                    .map(|(i, &c)| c * Complex64::from_polar(1.0, 2.0 * PI * ((e * i) % m) as f64 / m as f64))
+                    .sum()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn special_fft_matches_definition_and_inverts() {
+        let enc = Encoder::new(&params());
+        for log_slots in [0u32, 1, 3, 9] {
+            let v = random_values(1 << log_slots, log_slots as u64 + 1);
+            let mut fast = v.clone();
+            enc.fft_special(&mut fast);
+            let slow = reference_decode(&v);
+            for (a, b) in fast.iter().zip(&slow) {
+                assert!((a - b).norm() < 1e-9, "{a} vs {b}");
+            }
+            enc.fft_special_inv(&mut fast);
+            for (a, b) in fast.iter().zip(&v) {
+                assert!((a - b).norm() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn encode_decode_round_trip_at_every_level_and_slot_count() {
+        let p = params();
+        let enc = Encoder::new(&p);
+        for log_slots in [0u32, 2, 5, 9] {
+            for level in [0, p.max_level()] {
+                let v = random_values(1 << log_slots, 7);
+                let pt = enc.encode(&v, level, p.default_scale(), log_slots).unwrap();
+                assert_eq!(pt.level(), level);
+                let back = enc.decode(&pt);
+                let err = v.iter().zip(&back).map(|(a, b)| (a - b).norm()).fold(0.0, f64::max);
+                // Rounding to integers at scale 2^40 loses about 2^-40 per coefficient.
+                assert!(err < 2f64.powi(-30), "log_slots {log_slots} level {level}: error {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn large_scales_encode_exactly() {
+        let p = params();
+        let enc = Encoder::new(&p);
+        let v = random_values(8, 3);
+        let scale = 2f64.powi(100);
+        let pt = enc.encode(&v, p.max_level(), scale, 3).unwrap();
+        let back = enc.decode(&pt);
+        for (a, b) in v.iter().zip(&back) {
+            assert!((a - b).norm() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_refused() {
+        let p = params();
+        let enc = Encoder::new(&p);
+        let s = p.default_scale();
+        assert!(matches!(enc.encode(&random_values(9, 1), 0, s, 3), Err(CkksError::TooManyValues { .. })));
+        assert!(matches!(enc.encode(&[], 0, s, 10), Err(CkksError::InvalidSlots(10))));
+        assert!(matches!(enc.encode_real(&[f64::NAN], 0, s, 3), Err(CkksError::Encoding(_))));
+        // 2^20 * 2^40 does not fit under q_0 ~ 2^50.
+        assert!(matches!(enc.encode_real(&[1e6], 0, s, 3), Err(CkksError::Encoding(_))));
+        assert!(matches!(enc.encode_real(&[1.0], 99, s, 3), Err(CkksError::LevelTooLow { .. })));
+    }
+}

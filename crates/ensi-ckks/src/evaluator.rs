@@ -1,0 +1,470 @@
+//! Homomorphic operations on ciphertexts.
+//!
+//! Levels and scales are tracked exactly. Operands at different levels are
+//! aligned by dropping primes from the higher one (free, no noise); operands
+//! at different scales are refused ([`CkksError::ScaleMismatch`]) unless the
+//! scales agree to [`SCALE_TOLERANCE`]: use [`Evaluator::set_scale_to`] to
+//! bring one to the other's scale at the cost of a level.
+
+use crate::ciphertext::{Ciphertext, Plaintext};
+use crate::error::{CkksError, Result};
+use crate::keys::{EvaluationKeys, SwitchingKey};
+use crate::keyswitch::{decompose, key_product, key_switch, mod_down};
+use crate::params::Parameters;
+use crate::ring::RnsPoly;
+use num_complex::Complex64;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Two scales whose ratio differs from 1 by less than this are treated as
+/// equal: the difference is below the precision of any CKKS result at the
+/// scales used here (~2^-33 relative).
+pub const SCALE_TOLERANCE: f64 = 1e-10;
+
+/// A product before relinearization: (d0, d1, d2) decrypting to d0 + d1 s + d2 s^2.
+#[derive(Clone, Debug)]
+pub struct CiphertextTensor {
+    d0: RnsPoly,
+    d1: RnsPoly,
+    d2: RnsPoly,
+    scale: f64,
+    log_slots: u32,
+}
+
+/// Evaluates operations with a set of public evaluation keys.
+pub struct Evaluator {
+    params: Parameters,
+    keys: Arc<EvaluationKeys>,
+    /// NTT of the monomial X^{N/2} per Q limb: multiplying by it multiplies every slot by i.
+    monomial_i: RnsPoly,
+}
+
+impl Evaluator {
+    /// An evaluator for `params` with evaluation `keys`.
+    pub fn new(params: &Parameters, keys: Arc<EvaluationKeys>) -> Self {
+        let ring = params.ring();
+        let mut coeffs = vec![0i64; ring.n()];
+        coeffs[ring.n() / 2] = 1;
+        let mut monomial_i = ring.from_signed(&coeffs, ring.q_count(), 0);
+        ring.ntt(&mut monomial_i);
+        Self { params: params.clone(), keys, monomial_i }
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &Parameters {
+        &self.params
+    }
+
+    /// The evaluation keys.
+    pub fn keys(&self) -> &EvaluationKeys {
+        &self.keys
+    }
+
+    fn check(&self, ct: &Ciphertext) -> Result<()> {
+        let n = self.params.n();
+        let q = ct.c0.q_limbs();
+        if q == 0
+            || q > self.params.q_count()
+            || ct.c0.p_limbs() != 0
+            || ct.c1.q_limbs() != q
+            || ct.c1.p_limbs() != 0
+            || ct.c0.as_words().len() != q * n
+            || ct.c1.as_words().len() != q * n
+        {
+            return Err(CkksError::ParametersMismatch);
+        }
+        Ok(())
+    }
+
+    fn check_scales(a: f64, b: f64) -> Result<()> {
+        if ((a / b) - 1.0).abs() > SCALE_TOLERANCE {
+            return Err(CkksError::ScaleMismatch { a: a.log2(), b: b.log2() });
+        }
+        Ok(())
+    }
+
+    fn check_slots(a: u32, b: u32) -> Result<()> {
+        if a != b {
+            return Err(CkksError::SlotMismatch { a, b });
+        }
+        Ok(())
+    }
+
+    /// Drops primes so that `ct` is at `level` (no noise, no rescaling).
+    pub fn drop_to_level(&self, ct: &Ciphertext, level: usize) -> Result<Ciphertext> {
+        self.check(ct)?;
+        if level > ct.level() {
+            return Err(CkksError::LevelTooLow { needed: level, level: ct.level() });
+        }
+        let mut out = ct.clone();
+        out.c0.truncate_q(level + 1);
+        out.c1.truncate_q(level + 1);
+        Ok(out)
+    }
+
+    /// Brings two ciphertexts to the lower of their levels.
+    fn aligned<'a>(&self, a: &'a Ciphertext, b: &'a Ciphertext) -> Result<(std::borrow::Cow<'a, Ciphertext>, std::borrow::Cow<'a, Ciphertext>)> {
+        use std::borrow::Cow;
+        self.check(a)?;
+        self.check(b)?;
+        Check::slots(a, b)?;
+        Ok(match a.level().cmp(&b.level()) {
+            std::cmp::Ordering::Equal => (Cow::Borrowed(a), Cow::Borrowed(b)),
+            std::cmp::Ordering::Greater => (Cow::Owned(self.drop_to_level(a, b.level())?), Cow::Borrowed(b)),
+            std::cmp::Ordering::Less => (Cow::Borrowed(a), Cow::Owned(self.drop_to_level(b, a.level())?)),
+        })
+    }
+
+    /// The plaintext polynomial at `level` (dropping primes; error if the plaintext is lower).
+    fn plain_at(&self, pt: &Plaintext, level: usize) -> Result<RnsPoly> {
+        if pt.level() < level {
+            return Err(CkksError::LevelTooLow { needed: level, level: pt.level() });
+        }
+        if pt.poly.p_limbs() != 0 || pt.poly.as_words().len() != pt.poly.q_limbs() * self.params.n() {
+            return Err(CkksError::ParametersMismatch);
+        }
+        let mut p = pt.poly.clone();
+        p.truncate_q(level + 1);
+        Ok(p)
+    }
+
+    /// a + b.
+    pub fn add(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        let (a, b) = self.aligned(a, b)?;
+        Self::check_scales(a.scale, b.scale)?;
+        let ring = self.params.ring();
+        let mut out = a.into_owned();
+        ring.add_assign(&mut out.c0, &b.c0);
+        ring.add_assign(&mut out.c1, &b.c1);
+        Ok(out)
+    }
+
+    /// a += b (same level and scale).
+    pub fn add_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<()> {
+        if a.level() != b.level() {
+            *a = self.add(a, b)?;
+            return Ok(());
+        }
+        self.check(a)?;
+        self.check(b)?;
+        Check::slots(a, b)?;
+        Self::check_scales(a.scale, b.scale)?;
+        let ring = self.params.ring();
+        ring.add_assign(&mut a.c0, &b.c0);
+        ring.add_assign(&mut a.c1, &b.c1);
+        Ok(())
+    }
+
+    /// a - b.
+    pub fn sub(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        let (a, b) = self.aligned(a, b)?;
+        Self::check_scales(a.scale, b.scale)?;
+        let ring = self.params.ring();
+        let mut out = a.into_owned();
+        ring.sub_assign(&mut out.c0, &b.c0);
+        ring.sub_assign(&mut out.c1, &b.c1);
+        Ok(out)
+    }
+
+    /// a -= b (same level and scale).
+    pub fn sub_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<()> {
+        if a.level() != b.level() {
+            *a = self.sub(a, b)?;
+            return Ok(());
+        }
+        self.check(a)?;
+        self.check(b)?;
+        Check::slots(a, b)?;
+        Self::check_scales(a.scale, b.scale)?;
+        let ring = self.params.ring();
+        ring.sub_assign(&mut a.c0, &b.c0);
+        ring.sub_assign(&mut a.c1, &b.c1);
+        Ok(())
+    }
+
+    /// -a.
+    pub fn neg(&self, a: &Ciphertext) -> Result<Ciphertext> {
+        self.check(a)?;
+        let ring = self.params.ring();
+        let mut out = a.clone();
+        ring.neg_assign(&mut out.c0);
+        ring.neg_assign(&mut out.c1);
+        Ok(out)
+    }
+
+    /// ct + pt (the plaintext must have the ciphertext's scale and at least its level).
+    pub fn add_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
+        self.check(ct)?;
+        Self::check_slots(ct.log_slots, pt.log_slots)?;
+        Self::check_scales(ct.scale, pt.scale)?;
+        let p = self.plain_at(pt, ct.level())?;
+        let mut out = ct.clone();
+        self.params.ring().add_assign(&mut out.c0, &p);
+        Ok(out)
+    }
+
+    /// ct - pt.
+    pub fn sub_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
+        self.check(ct)?;
+        Self::check_slots(ct.log_slots, pt.log_slots)?;
+        Self::check_scales(ct.scale, pt.scale)?;
+        let p = self.plain_at(pt, ct.level())?;
+        let mut out = ct.clone();
+        self.params.ring().sub_assign(&mut out.c0, &p);
+        Ok(out)
+    }
+
+    /// ct * pt, without rescaling: the scale becomes the product of the scales.
+    pub fn mul_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
+        self.check(ct)?;
+        Self::check_slots(ct.log_slots, pt.log_slots)?;
+        let p = self.plain_at(pt, ct.level())?;
+        let ring = self.params.ring();
+        let mut out = ct.clone();
+        ring.mul_assign(&mut out.c0, &p);
+        ring.mul_assign(&mut out.c1, &p);
+        out.scale *= pt.scale;
+        Ok(out)
+    }
+
+    /// Residues of round(c) in each Q limb up to `level` (c an integer-valued f64 of any size).
+    fn integer_residues(&self, c: f64, level: usize) -> Vec<u64> {
+        self.params.ring().q()[..=level].iter().map(|m| crate::encoder::reduce_f64_integer(c.round(), m)).collect()
+    }
+
+    /// ct + c for a complex constant c in every slot.
+    pub fn add_const(&self, ct: &Ciphertext, c: Complex64) -> Result<Ciphertext> {
+        self.check(ct)?;
+        let ring = self.params.ring();
+        let mut out = ct.clone();
+        let re = self.integer_residues(c.re * ct.scale, ct.level());
+        ring.add_scalar_rns(&mut out.c0, &re);
+        if c.im != 0.0 {
+            let mut t = self.monomial_i.clone();
+            t.truncate_q(ct.level() + 1);
+            ring.mul_scalar_rns(&mut t, &self.integer_residues(c.im * ct.scale, ct.level()));
+            ring.add_assign(&mut out.c0, &t);
+        }
+        Ok(out)
+    }
+
+    /// ct * round(c * const_scale) without rescaling: the scale becomes
+    /// scale * const_scale. `c` may be complex (the imaginary part multiplies by X^{N/2}).
+    pub fn mul_const_scaled(&self, ct: &Ciphertext, c: Complex64, const_scale: f64) -> Result<Ciphertext> {
+        self.check(ct)?;
+        if !(c.re.is_finite() && c.im.is_finite() && const_scale.is_finite() && const_scale > 0.0) {
+            return Err(CkksError::Encoding(format!("constant {c} at scale {const_scale}")));
+        }
+        let ring = self.params.ring();
+        let level = ct.level();
+        let re = self.integer_residues(c.re * const_scale, level);
+        let mut out = ct.clone();
+        ring.mul_scalar_rns(&mut out.c0, &re);
+        ring.mul_scalar_rns(&mut out.c1, &re);
+        if c.im != 0.0 {
+            let im = self.integer_residues(c.im * const_scale, level);
+            let mut mono = self.monomial_i.clone();
+            mono.truncate_q(level + 1);
+            ring.mul_scalar_rns(&mut mono, &im);
+            let mut t0 = ct.c0.clone();
+            let mut t1 = ct.c1.clone();
+            ring.mul_assign(&mut t0, &mono);
+            ring.mul_assign(&mut t1, &mono);
+            ring.add_assign(&mut out.c0, &t0);
+            ring.add_assign(&mut out.c1, &t1);
+        }
+        out.scale *= const_scale;
+        Ok(out)
+    }
+
+    /// ct * c, then rescale: the constant is encoded at the scale of the prime
+    /// that the rescaling removes, so the result keeps ct's scale exactly.
+    pub fn mul_const(&self, ct: &Ciphertext, c: Complex64) -> Result<Ciphertext> {
+        self.check(ct)?;
+        if ct.level() == 0 {
+            return Err(CkksError::LevelTooLow { needed: 1, level: 0 });
+        }
+        let q_top = self.params.q()[ct.level()] as f64;
+        let out = self.mul_const_scaled(ct, c, q_top)?;
+        self.rescale(&out)
+    }
+
+    /// ct * k for an integer k: no level, no change of scale.
+    pub fn mul_int(&self, ct: &Ciphertext, k: i64) -> Result<Ciphertext> {
+        self.check(ct)?;
+        let ring = self.params.ring();
+        let r: Vec<u64> = ring.q()[..=ct.level()].iter().map(|m| m.reduce_i64(k)).collect();
+        let mut out = ct.clone();
+        ring.mul_scalar_rns(&mut out.c0, &r);
+        ring.mul_scalar_rns(&mut out.c1, &r);
+        Ok(out)
+    }
+
+    /// Changes the scale of `ct` to `target` at the cost of one level
+    /// (multiplies by 1 encoded at the scale that makes the rescaled result land on `target`).
+    pub fn set_scale_to(&self, ct: &Ciphertext, target: f64) -> Result<Ciphertext> {
+        self.check(ct)?;
+        if ct.level() == 0 {
+            return Err(CkksError::LevelTooLow { needed: 1, level: 0 });
+        }
+        let q_top = self.params.q()[ct.level()] as f64;
+        let const_scale = target * q_top / ct.scale;
+        if const_scale < 2f64.powi(20) {
+            return Err(CkksError::Encoding(format!("target scale 2^{:.1} too small to reach", target.log2())));
+        }
+        let mut out = self.rescale(&self.mul_const_scaled(ct, Complex64::new(1.0, 0.0), const_scale)?)?;
+        // The rounding of const_scale is folded into the recorded scale exactly.
+        out.scale = ct.scale * const_scale.round() / q_top;
+        Ok(out)
+    }
+
+    /// The tensor product (d0, d1, d2) = (a0 b0, a0 b1 + a1 b0, a1 b1).
+    pub fn tensor(&self, a: &Ciphertext, b: &Ciphertext) -> Result<CiphertextTensor> {
+        let (a, b) = self.aligned(a, b)?;
+        let ring = self.params.ring();
+        let mut d0 = a.c0.clone();
+        ring.mul_assign(&mut d0, &b.c0);
+        let mut d1 = a.c0.clone();
+        ring.mul_assign(&mut d1, &b.c1);
+        ring.mul_acc(&mut d1, &a.c1, &b.c0);
+        let mut d2 = a.c1.clone();
+        ring.mul_assign(&mut d2, &b.c1);
+        Ok(CiphertextTensor { d0, d1, d2, scale: a.scale * b.scale, log_slots: a.log_slots })
+    }
+
+    fn relin_key(&self) -> Result<&SwitchingKey> {
+        self.keys.relin.as_ref().map(|k| &k.0).ok_or(CkksError::MissingRelinKey)
+    }
+
+    /// Switches d2 s^2 back to a ciphertext under s.
+    pub fn relinearize(&self, t: &CiphertextTensor) -> Result<Ciphertext> {
+        let key = self.relin_key()?;
+        let (u0, u1) = key_switch(&self.params, &t.d2, key);
+        let ring = self.params.ring();
+        let mut c0 = t.d0.clone();
+        let mut c1 = t.d1.clone();
+        ring.add_assign(&mut c0, &u0);
+        ring.add_assign(&mut c1, &u1);
+        Ok(Ciphertext { c0, c1, scale: t.scale, log_slots: t.log_slots })
+    }
+
+    /// a * b with relinearization, without rescaling.
+    pub fn mul(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        self.relinearize(&self.tensor(a, b)?)
+    }
+
+    /// a * b with relinearization and rescaling (one level).
+    pub fn mul_rescale(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        self.rescale(&self.mul(a, b)?)
+    }
+
+    /// Divides by the top prime q_l (rounding) and drops it: level - 1, scale / q_l.
+    pub fn rescale(&self, ct: &Ciphertext) -> Result<Ciphertext> {
+        self.check(ct)?;
+        let l = ct.level();
+        if l == 0 {
+            return Err(CkksError::LevelTooLow { needed: 1, level: 0 });
+        }
+        let q_top = self.params.q()[l];
+        Ok(Ciphertext {
+            c0: self.rescale_poly(&ct.c0),
+            c1: self.rescale_poly(&ct.c1),
+            scale: ct.scale / q_top as f64,
+            log_slots: ct.log_slots,
+        })
+    }
+
+    /// round(x / q_l) over the remaining primes, in NTT form.
+    fn rescale_poly(&self, x: &RnsPoly) -> RnsPoly {
+        let ring = self.params.ring();
+        let n = ring.n();
+        let l = x.q_limbs() - 1;
+        let top = &ring.q()[l];
+        let half = top.value() / 2;
+        // t = x mod q_l, centered; (x - t) / q_l is then x / q_l rounded to the nearest integer.
+        let mut r = x.limb(l).to_vec();
+        ring.plan(l + 1, l).inverse(&mut r);
+        let q_inv = self.params.q_inv(l);
+        let mut out = RnsPoly { data: x.data[..l * n].to_vec(), q_limbs: l, p_limbs: 0, ntt: true };
+        out.data.par_chunks_mut(n).enumerate().for_each(|(i, limb)| {
+            let m = &ring.q()[i];
+            let top_mod = m.reduce(top.value());
+            let mut t: Vec<u64> =
+                r.iter().map(|&v| if v > half { m.sub(m.reduce(v), top_mod) } else { m.reduce(v) }).collect();
+            ring.plan(l, i).forward(&mut t);
+            let (w, ws) = (q_inv[i], m.shoup(q_inv[i]));
+            for (o, &ti) in limb.iter_mut().zip(&t) {
+                *o = m.mul_shoup(m.sub(*o, ti), w, ws);
+            }
+        });
+        out
+    }
+
+    fn galois_key(&self, k: u64) -> Result<&SwitchingKey> {
+        self.keys.galois.get(&k).map(|g| &g.key).ok_or(CkksError::MissingGaloisKey(k))
+    }
+
+    /// Applies X -> X^k and switches back to s with the Galois key for k.
+    pub fn apply_galois(&self, ct: &Ciphertext, k: u64) -> Result<Ciphertext> {
+        self.check(ct)?;
+        let key = self.galois_key(k)?;
+        let ring = self.params.ring();
+        let map = ring.automorphism_ntt_map(k);
+        let c1 = ring.automorphism_ntt_with_map(&ct.c1, &map);
+        let (u0, u1) = key_switch(&self.params, &c1, key);
+        let mut c0 = ring.automorphism_ntt_with_map(&ct.c0, &map);
+        ring.add_assign(&mut c0, &u0);
+        Ok(Ciphertext { c0, c1: u1, scale: ct.scale, log_slots: ct.log_slots })
+    }
+
+    /// Rotates the slots left by `step` (right for negative steps).
+    pub fn rotate(&self, ct: &Ciphertext, step: i64) -> Result<Ciphertext> {
+        let k = self.params.ring().galois_element_for_rotation(step);
+        if k == 1 {
+            self.check(ct)?;
+            return Ok(ct.clone());
+        }
+        self.apply_galois(ct, k)
+    }
+
+    /// Complex conjugation of every slot.
+    pub fn conjugate(&self, ct: &Ciphertext) -> Result<Ciphertext> {
+        self.apply_galois(ct, self.params.ring().galois_element_conjugate())
+    }
+
+    /// Rotations by several steps sharing one decomposition of c1 (hoisting).
+    pub fn rotate_hoisted(&self, ct: &Ciphertext, steps: &[i64]) -> Result<Vec<Ciphertext>> {
+        self.check(ct)?;
+        let ring = self.params.ring();
+        let elements: Vec<u64> = steps.iter().map(|&s| ring.galois_element_for_rotation(s)).collect();
+        for &k in &elements {
+            if k != 1 {
+                self.galois_key(k)?;
+            }
+        }
+        let dec = decompose(&self.params, &ct.c1);
+        elements
+            .iter()
+            .map(|&k| {
+                if k == 1 {
+                    return Ok(ct.clone());
+                }
+                let key = self.galois_key(k)?;
+                let map = ring.automorphism_ntt_map(k);
+                let (a0, a1) = key_product(&self.params, &dec, key, Some(&map));
+                let mut c0 = ring.automorphism_ntt_with_map(&ct.c0, &map);
+                ring.add_assign(&mut c0, &mod_down(&self.params, &a0));
+                Ok(Ciphertext { c0, c1: mod_down(&self.params, &a1), scale: ct.scale, log_slots: ct.log_slots })
+            })
+            .collect()
+    }
+}
+
+/// Checks shared by binary operations.
+struct Check;
+
+impl Check {
+    fn slots(a: &Ciphertext, b: &Ciphertext) -> Result<()> {
+        Evaluator::check_slots(a.log_slots, b.log_slots)
+    }
+}

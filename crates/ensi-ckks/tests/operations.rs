@@ -1,0 +1,163 @@
+//! Every homomorphic operation against the same computation on plaintext
+//! complex vectors, with the precision asserted in bits (insecure-n12:
+//! N = 2^12, 2^11 slots, scale 2^40).
+
+mod common;
+use common::*;
+use ensi_ckks::*;
+
+const ROTATIONS: &[i64] = &[1, 2, 3, 7, -1, -5, 100];
+
+fn ctx() -> Ctx {
+    Ctx::new("insecure-n12", ROTATIONS)
+}
+
+#[test]
+fn encrypt_decrypt_public_and_secret_key() {
+    let mut c = ctx();
+    let v = random_values(c.slots(), 1);
+    let ct = c.encrypt(&v);
+    assert_eq!(ct.level(), c.params.max_level());
+    assert_precision("public-key encryption", &c.decrypt(&ct), &v, 22.0);
+    let mut sk_enc = Encryptor::with_secret_key(&c.params, &c.sk);
+    let pt = c.encoder.encode(&v, 2, c.params.default_scale(), c.params.log_slots()).unwrap();
+    let ct = sk_enc.encrypt(&pt).unwrap();
+    assert_eq!(ct.level(), 2);
+    assert_precision("secret-key encryption", &c.decrypt(&ct), &v, 28.0);
+}
+
+#[test]
+fn additive_operations() {
+    let mut c = ctx();
+    let (a, b) = (random_values(c.slots(), 2), random_values(c.slots(), 3));
+    let (ca, cb) = (c.encrypt(&a), c.encrypt(&b));
+    let e = &c.eval;
+    let sum: Vec<_> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+    let diff: Vec<_> = a.iter().zip(&b).map(|(x, y)| x - y).collect();
+    let neg: Vec<_> = a.iter().map(|x| -x).collect();
+    assert_precision("add", &c.decrypt(&e.add(&ca, &cb).unwrap()), &sum, 22.0);
+    assert_precision("sub", &c.decrypt(&e.sub(&ca, &cb).unwrap()), &diff, 22.0);
+    assert_precision("neg", &c.decrypt(&e.neg(&ca).unwrap()), &neg, 22.0);
+    let mut acc = ca.clone();
+    e.add_assign(&mut acc, &cb).unwrap();
+    e.sub_assign(&mut acc, &cb).unwrap();
+    assert_precision("add_assign then sub_assign", &c.decrypt(&acc), &a, 22.0);
+
+    let pb = c.encoder.encode(&b, c.params.max_level(), ca.scale(), c.params.log_slots()).unwrap();
+    assert_precision("add_plain", &c.decrypt(&e.add_plain(&ca, &pb).unwrap()), &sum, 22.0);
+    assert_precision("sub_plain", &c.decrypt(&e.sub_plain(&ca, &pb).unwrap()), &diff, 22.0);
+
+    let k = Complex64::new(0.75, -1.5);
+    let plus_k: Vec<_> = a.iter().map(|x| x + k).collect();
+    assert_precision("add_const", &c.decrypt(&e.add_const(&ca, k).unwrap()), &plus_k, 22.0);
+    let times3: Vec<_> = a.iter().map(|x| x * 3.0).collect();
+    assert_precision("mul_int", &c.decrypt(&e.mul_int(&ca, 3).unwrap()), &times3, 22.0);
+}
+
+#[test]
+fn multiplicative_operations() {
+    let mut c = ctx();
+    let (a, b) = (random_values(c.slots(), 4), random_values(c.slots(), 5));
+    let (ca, cb) = (c.encrypt(&a), c.encrypt(&b));
+    let e = &c.eval;
+    let prod: Vec<_> = a.iter().zip(&b).map(|(x, y)| x * y).collect();
+
+    let ct = e.mul_rescale(&ca, &cb).unwrap();
+    assert_eq!(ct.level(), c.params.max_level() - 1);
+    assert_precision("mul + relinearize + rescale", &c.decrypt(&ct), &prod, 20.0);
+    // Relinearizing by hand gives the same as mul.
+    let t = e.tensor(&ca, &cb).unwrap();
+    let ct2 = e.rescale(&e.relinearize(&t).unwrap()).unwrap();
+    assert_precision("tensor + relinearize + rescale", &c.decrypt(&ct2), &prod, 20.0);
+
+    let pb = c.encoder.encode(&b, c.params.max_level(), c.params.default_scale(), c.params.log_slots()).unwrap();
+    let ct = e.rescale(&e.mul_plain(&ca, &pb).unwrap()).unwrap();
+    assert_precision("mul_plain + rescale", &c.decrypt(&ct), &prod, 20.0);
+
+    let k = Complex64::new(-0.3, 0.7);
+    let times_k: Vec<_> = a.iter().map(|x| x * k).collect();
+    let ct = e.mul_const(&ca, k).unwrap();
+    assert!((ct.scale() - ca.scale()).abs() < 1e-6 * ca.scale(), "mul_const keeps the scale");
+    assert_precision("mul_const (complex)", &c.decrypt(&ct), &times_k, 22.0);
+
+    // A chain of squarings down to level 0: x^(2^L).
+    let small: Vec<_> = a.iter().map(|x| x * 0.7).collect(); // |x| < 1 keeps x^(2^L) bounded
+    let mut ct = c.encrypt(&small);
+    let mut want = small.clone();
+    while ct.level() > 0 {
+        ct = c.eval.mul_rescale(&ct, &ct).unwrap();
+        want.iter_mut().for_each(|x| *x = *x * *x);
+    }
+    assert_precision("repeated squaring to level 0", &c.decrypt(&ct), &want, 18.0);
+    assert!(matches!(c.eval.rescale(&ct), Err(CkksError::LevelTooLow { .. })));
+}
+
+#[test]
+fn rotations_conjugation_and_hoisting() {
+    let mut c = ctx();
+    let n = c.slots();
+    let a = random_values(n, 6);
+    let ca = c.encrypt(&a);
+    let e = &c.eval;
+    let rotated = |s: i64| -> Vec<Complex64> { (0..n).map(|i| a[(i as i64 + s).rem_euclid(n as i64) as usize]).collect() };
+    for &s in ROTATIONS {
+        assert_precision(&format!("rotate {s}"), &c.decrypt(&e.rotate(&ca, s).unwrap()), &rotated(s), 22.0);
+    }
+    let conj: Vec<_> = a.iter().map(|x| x.conj()).collect();
+    assert_precision("conjugate", &c.decrypt(&e.conjugate(&ca).unwrap()), &conj, 22.0);
+    let hoisted = e.rotate_hoisted(&ca, ROTATIONS).unwrap();
+    for (&s, ct) in ROTATIONS.iter().zip(&hoisted) {
+        assert_precision(&format!("hoisted rotate {s}"), &c.decrypt(ct), &rotated(s), 22.0);
+    }
+    assert!(matches!(e.rotate(&ca, 4), Err(CkksError::MissingGaloisKey(_))));
+    // Rotation at a lower level uses fewer key-switching digits.
+    let low = e.drop_to_level(&ca, 1).unwrap();
+    assert_precision("rotate at level 1", &c.decrypt(&e.rotate(&low, 3).unwrap()), &rotated(3), 22.0);
+}
+
+#[test]
+fn sparse_slots() {
+    let mut c = ctx();
+    let log_slots = 3;
+    let a = random_values(8, 7);
+    let pt = c.encoder.encode(&a, c.params.max_level(), c.params.default_scale(), log_slots).unwrap();
+    let ct = c.enc.encrypt(&pt).unwrap();
+    assert_eq!(ct.log_slots(), log_slots);
+    assert_precision("sparse encrypt", &c.decrypt(&ct), &a, 25.0);
+    let r = c.eval.rotate(&ct, 3).unwrap();
+    let want: Vec<_> = (0..8).map(|i| a[(i + 3) % 8]).collect();
+    assert_precision("sparse rotate", &c.decrypt(&r), &want, 22.0);
+    let sq = c.eval.mul_rescale(&ct, &ct).unwrap();
+    let want: Vec<_> = a.iter().map(|x| x * x).collect();
+    assert_precision("sparse square", &c.decrypt(&sq), &want, 20.0);
+}
+
+#[test]
+fn levels_and_scales_are_tracked_and_checked() {
+    let mut c = ctx();
+    let (a, b) = (random_values(c.slots(), 8), random_values(c.slots(), 9));
+    let (ca, cb) = (c.encrypt(&a), c.encrypt(&b));
+    let e = &c.eval;
+    // Different levels, same scale: aligned by dropping primes.
+    let low = e.drop_to_level(&cb, 2).unwrap();
+    let sum = e.add(&ca, &low).unwrap();
+    assert_eq!(sum.level(), 2);
+    let want: Vec<_> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+    assert_precision("add across levels", &c.decrypt(&sum), &want, 22.0);
+    // Different scales: refused.
+    let prod = e.mul_rescale(&ca, &cb).unwrap();
+    assert!(matches!(e.add(&prod, &ca), Err(CkksError::ScaleMismatch { .. })));
+    // ...until one is brought to the other's scale (one level).
+    let fixed = e.set_scale_to(&ca, prod.scale()).unwrap();
+    assert!((fixed.scale() / prod.scale() - 1.0).abs() < 1e-12);
+    let s = e.add(&prod, &fixed).unwrap();
+    let want: Vec<_> = a.iter().zip(&b).map(|(x, y)| x * y + x).collect();
+    assert_precision("add after set_scale_to", &c.decrypt(&s), &want, 20.0);
+    // Slot counts must agree.
+    let pt = c.encoder.encode(&a[..4], c.params.max_level(), c.params.default_scale(), 2).unwrap();
+    let sparse = c.enc.encrypt(&pt).unwrap();
+    assert!(matches!(e.add(&ca, &sparse), Err(CkksError::SlotMismatch { .. })));
+    // Missing relinearization key.
+    let bare = Evaluator::new(&c.params, std::sync::Arc::new(EvaluationKeys::default()));
+    assert!(matches!(bare.mul(&ca, &cb), Err(CkksError::MissingRelinKey)));
+}
