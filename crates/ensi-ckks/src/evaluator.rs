@@ -9,7 +9,7 @@
 use crate::ciphertext::{Ciphertext, Plaintext};
 use crate::error::{CkksError, Result};
 use crate::keys::{EvaluationKeys, SwitchingKey};
-use crate::keyswitch::{decompose, key_product, key_switch, mod_down};
+use crate::keyswitch::{decompose, key_product, key_switch, mod_down_pair};
 use crate::params::Parameters;
 use crate::ring::RnsPoly;
 use num_complex::Complex64;
@@ -366,38 +366,43 @@ impl Evaluator {
             return Err(CkksError::LevelTooLow { needed: 1, level: 0 });
         }
         let q_top = self.params.q()[l];
-        Ok(Ciphertext {
-            c0: self.rescale_poly(&ct.c0),
-            c1: self.rescale_poly(&ct.c1),
-            scale: ct.scale / q_top as f64,
-            log_slots: ct.log_slots,
-        })
+        let (c0, c1) = self.rescale_pair(&ct.c0, &ct.c1);
+        Ok(Ciphertext { c0, c1, scale: ct.scale / q_top as f64, log_slots: ct.log_slots })
     }
 
-    /// round(x / q_l) over the remaining primes, in NTT form.
-    fn rescale_poly(&self, x: &RnsPoly) -> RnsPoly {
+    /// round(x / q_l) over the remaining primes, in NTT form, for two
+    /// polynomials at once (limb by limb, so each prime's NTT tables are reused).
+    fn rescale_pair(&self, x: &RnsPoly, y: &RnsPoly) -> (RnsPoly, RnsPoly) {
         let ring = self.params.ring();
         let n = ring.n();
         let l = x.q_limbs() - 1;
         let top = &ring.q()[l];
         let half = top.value() / 2;
         // t = x mod q_l, centered; (x - t) / q_l is then x / q_l rounded to the nearest integer.
-        let mut r = x.limb(l).to_vec();
-        ring.plan(l + 1, l).inverse(&mut r);
+        let mut rx = x.limb(l).to_vec();
+        let mut ry = y.limb(l).to_vec();
+        ring.plan(l + 1, l).inverse(&mut rx);
+        ring.plan(l + 1, l).inverse(&mut ry);
         let q_inv = self.params.q_inv(l);
-        let mut out = RnsPoly { data: x.data[..l * n].to_vec(), q_limbs: l, p_limbs: 0, ntt: true };
-        out.data.par_chunks_mut(n).enumerate().for_each(|(i, limb)| {
+        let mut ox = RnsPoly { data: x.data[..l * n].to_vec(), q_limbs: l, p_limbs: 0, ntt: true };
+        let mut oy = RnsPoly { data: y.data[..l * n].to_vec(), q_limbs: l, p_limbs: 0, ntt: true };
+        ox.data.par_chunks_mut(n).zip(oy.data.par_chunks_mut(n)).enumerate().for_each(|(i, (lx, ly))| {
             let m = &ring.q()[i];
+            let plan = ring.plan(l, i);
             let top_mod = m.reduce(top.value());
-            let mut t: Vec<u64> =
-                r.iter().map(|&v| if v > half { m.sub(m.reduce(v), top_mod) } else { m.reduce(v) }).collect();
-            ring.plan(l, i).forward(&mut t);
             let (w, ws) = (q_inv[i], m.shoup(q_inv[i]));
-            for (o, &ti) in limb.iter_mut().zip(&t) {
-                *o = m.mul_shoup(m.sub(*o, ti), w, ws);
+            let mut t = vec![0u64; n];
+            for (limb, r) in [(lx, &rx), (ly, &ry)] {
+                for (t, &v) in t.iter_mut().zip(r.iter()) {
+                    *t = if v > half { m.sub(m.reduce(v), top_mod) } else { m.reduce(v) };
+                }
+                plan.forward(&mut t);
+                for (o, &ti) in limb.iter_mut().zip(&t) {
+                    *o = m.mul_shoup(m.sub(*o, ti), w, ws);
+                }
             }
         });
-        out
+        (ox, oy)
     }
 
     fn galois_key(&self, k: u64) -> Result<&SwitchingKey> {
@@ -452,9 +457,10 @@ impl Evaluator {
                 let key = self.galois_key(k)?;
                 let map = ring.automorphism_ntt_map(k);
                 let (a0, a1) = key_product(&self.params, &dec, key, Some(&map));
+                let (u0, u1) = mod_down_pair(&self.params, &a0, &a1);
                 let mut c0 = ring.automorphism_ntt_with_map(&ct.c0, &map);
-                ring.add_assign(&mut c0, &mod_down(&self.params, &a0));
-                Ok(Ciphertext { c0, c1: mod_down(&self.params, &a1), scale: ct.scale, log_slots: ct.log_slots })
+                ring.add_assign(&mut c0, &u0);
+                Ok(Ciphertext { c0, c1: u1, scale: ct.scale, log_slots: ct.log_slots })
             })
             .collect()
     }

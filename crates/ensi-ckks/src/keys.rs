@@ -49,6 +49,13 @@ pub struct SwitchingKey {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RelinKey(pub(crate) SwitchingKey);
 
+impl RelinKey {
+    /// The underlying switching key.
+    pub fn switching_key(&self) -> &SwitchingKey {
+        &self.0
+    }
+}
+
 /// Switches s(X^k) back to s after the automorphism X -> X^k.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GaloisKey {

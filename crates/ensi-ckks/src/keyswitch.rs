@@ -22,33 +22,42 @@ pub fn decompose(params: &Parameters, d: &RnsPoly) -> Decomposed {
     let ring = params.ring();
     let n = ring.n();
     let level = d.q_limbs() - 1;
+    let q_limbs = level + 1;
     let mut coeff = d.clone();
     ring.intt(&mut coeff);
     let alpha = params.alpha();
-    let digits = (0..params.digits_at(level))
+    let digit_range = |j: usize| j * alpha..((j + 1) * alpha).min(level + 1);
+    let mut digits: Vec<RnsPoly> = (0..params.digits_at(level))
         .map(|j| {
-            let conv = params.mod_up(level, j);
-            let mut ext = ring.zero(level + 1, params.p_count(), true);
-            let (lo, hi) = (j * alpha, ((j + 1) * alpha).min(level + 1));
+            let range = digit_range(j);
+            let mut ext = ring.zero(q_limbs, params.p_count(), true);
             // The digit's own limbs are already known in NTT form.
-            ext.data[lo * n..hi * n].copy_from_slice(&d.data[lo * n..hi * n]);
-            let input: Vec<&[u64]> = (lo..hi).map(|i| coeff.limb(i)).collect();
+            ext.data[range.start * n..range.end * n].copy_from_slice(&d.data[range.start * n..range.end * n]);
+            let input: Vec<&[u64]> = range.clone().map(|i| coeff.limb(i)).collect();
             // Target limbs in the converter's order: the other Q limbs, then P.
-            let mut outputs: Vec<&mut [u64]> = ext
-                .data
-                .chunks_mut(n)
-                .enumerate()
-                .filter(|(i, _)| !(lo..hi).contains(i))
-                .map(|(_, c)| c)
-                .collect();
-            conv.convert(ring, &input, &mut outputs);
-            let q_limbs = ext.q_limbs();
-            ext.data.par_chunks_mut(n).enumerate().filter(|(i, _)| !(lo..hi).contains(i)).for_each(|(i, limb)| {
-                ring.plan(q_limbs, i).forward(limb);
-            });
+            let mut outputs: Vec<&mut [u64]> =
+                ext.data.chunks_mut(n).enumerate().filter(|(i, _)| !range.contains(i)).map(|(_, c)| c).collect();
+            params.mod_up(level, j).convert(ring, &input, &mut outputs);
             ext
         })
         .collect();
+    // Forward NTTs limb by limb across the digits, so that each prime's
+    // twiddle tables are loaded into cache once rather than once per digit.
+    let mut per_limb: Vec<Vec<&mut [u64]>> = (0..q_limbs + params.p_count()).map(|_| Vec::new()).collect();
+    for (j, ext) in digits.iter_mut().enumerate() {
+        let range = digit_range(j);
+        for (i, limb) in ext.data.chunks_mut(n).enumerate() {
+            if !range.contains(&i) {
+                per_limb[i].push(limb);
+            }
+        }
+    }
+    per_limb.into_par_iter().enumerate().for_each(|(i, limbs)| {
+        let plan = ring.plan(q_limbs, i);
+        for limb in limbs {
+            plan.forward(limb);
+        }
+    });
     Decomposed { digits, level }
 }
 
@@ -88,31 +97,51 @@ pub fn key_product(params: &Parameters, dec: &Decomposed, key: &SwitchingKey, ma
     (acc0, acc1)
 }
 
-/// (x - [x]_P) / P: from Q_l and P down to Q_l (NTT form in and out).
-pub fn mod_down(params: &Parameters, x: &RnsPoly) -> RnsPoly {
+/// (x - [x]_P) / P for both polynomials of a pair: from Q_l and P down to
+/// Q_l (NTT form in and out). The two are processed limb by limb together so
+/// that each prime's NTT tables are used twice while in cache.
+pub fn mod_down_pair(params: &Parameters, x: &RnsPoly, y: &RnsPoly) -> (RnsPoly, RnsPoly) {
     let ring = params.ring();
     let n = ring.n();
     let q_limbs = x.q_limbs();
+    assert!(y.q_limbs() == q_limbs && x.is_ntt() && y.is_ntt());
     let level = q_limbs - 1;
-    let mut p_part = RnsPoly { data: x.data[q_limbs * n..].to_vec(), q_limbs: 0, p_limbs: x.p_limbs(), ntt: true };
-    ring.intt(&mut p_part);
-    let mut conv = ring.zero(q_limbs, 0, false);
-    {
-        let input: Vec<&[u64]> = p_part.data.chunks(n).collect();
-        let mut outputs: Vec<&mut [u64]> = conv.data.chunks_mut(n).collect();
-        params.mod_down(level).convert(ring, &input, &mut outputs);
+    let pc = params.p_count();
+    // [x]_P and [y]_P in coefficient form, interleaved limb by limb.
+    let mut p_coeffs: Vec<u64> = Vec::with_capacity(2 * pc * n);
+    for t in 0..pc {
+        p_coeffs.extend_from_slice(x.limb(q_limbs + t));
+        p_coeffs.extend_from_slice(y.limb(q_limbs + t));
     }
-    ring.ntt(&mut conv);
+    p_coeffs.par_chunks_mut(n).enumerate().for_each(|(k, limb)| ring.plan(q_limbs, q_limbs + k / 2).inverse(limb));
+    let mut conv = vec![0u64; 2 * q_limbs * n];
+    {
+        let (cx, cy) = conv.split_at_mut(q_limbs * n);
+        for (poly_idx, out) in [cx, cy].into_iter().enumerate() {
+            let input: Vec<&[u64]> = (0..pc).map(|t| &p_coeffs[(2 * t + poly_idx) * n..(2 * t + poly_idx + 1) * n]).collect();
+            let mut outputs: Vec<&mut [u64]> = out.chunks_mut(n).collect();
+            params.mod_down(level).convert(ring, &input, &mut outputs);
+        }
+    }
     let p_inv = params.p_inv_mod_q();
-    conv.data.par_chunks_mut(n).zip(x.data[..q_limbs * n].par_chunks(n)).enumerate().for_each(|(i, (c, xi))| {
+    let (cx, cy) = conv.split_at_mut(q_limbs * n);
+    cx.par_chunks_mut(n).zip(cy.par_chunks_mut(n)).enumerate().for_each(|(i, (a, b))| {
         let m = &ring.q()[i];
+        let plan = ring.plan(q_limbs, i);
         let (w, ws) = (p_inv[i], m.shoup(p_inv[i]));
-        for (c, &v) in c.iter_mut().zip(xi) {
-            *c = m.mul_shoup(m.sub(v, *c), w, ws);
+        for (c, src) in [(a, x.limb(i)), (b, y.limb(i))] {
+            plan.forward(c);
+            for (c, &v) in c.iter_mut().zip(src) {
+                *c = m.mul_shoup(m.sub(v, *c), w, ws);
+            }
         }
     });
-    conv.ntt = true;
-    conv
+    conv.truncate(2 * q_limbs * n);
+    let second = conv.split_off(q_limbs * n);
+    (
+        RnsPoly { data: conv, q_limbs, p_limbs: 0, ntt: true },
+        RnsPoly { data: second, q_limbs, p_limbs: 0, ntt: true },
+    )
 }
 
 /// Key switching of `d` (NTT form at some level): returns (u0, u1) with
@@ -120,5 +149,5 @@ pub fn mod_down(params: &Parameters, x: &RnsPoly) -> RnsPoly {
 pub fn key_switch(params: &Parameters, d: &RnsPoly, key: &SwitchingKey) -> (RnsPoly, RnsPoly) {
     let dec = decompose(params, d);
     let (a0, a1) = key_product(params, &dec, key, None);
-    (mod_down(params, &a0), mod_down(params, &a1))
+    mod_down_pair(params, &a0, &a1)
 }

@@ -1,15 +1,154 @@
 //! `ensi bench <suite>`: benchmarks that print a table and write JSON.
+//!
+//! Every figure is a median over repeated runs, measured in this process, with
+//! the thread count and parameters recorded beside it.
 
 use crate::CliResult;
-use clap::Args;
+use clap::{Args, ValueEnum};
+use ensi_ckks::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Benchmark suites.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Suite {
+    /// CKKS primitives (NTT, encoding, encryption, key switching, ...).
+    Ckks,
+}
 
 /// `ensi bench` arguments.
 #[derive(Args)]
 pub struct BenchArgs {
     /// Suite to run.
-    pub suite: String,
+    pub suite: Suite,
+    /// Parameter preset.
+    #[arg(long, default_value = "n16-l20")]
+    pub preset: String,
+    /// Worker threads (1 = single-threaded, as the anchors are measured).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Runs per operation (the median is reported; at least 5).
+    #[arg(long, default_value_t = 7)]
+    pub runs: usize,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
-pub fn run(_args: BenchArgs) -> CliResult {
-    Err("not built yet".into())
+#[derive(Serialize)]
+struct OpResult {
+    median_ms: f64,
+    runs: usize,
+}
+
+#[derive(Serialize)]
+struct CkksReport {
+    suite: &'static str,
+    preset: String,
+    log_n: u32,
+    q_limbs: usize,
+    p_limbs: usize,
+    dnum: usize,
+    log_qp: f64,
+    log_scale: f64,
+    threads: usize,
+    ops: BTreeMap<&'static str, OpResult>,
+}
+
+pub fn run(args: BenchArgs) -> CliResult {
+    if args.runs < 5 {
+        return Err("--runs must be at least 5".into());
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads.max(1)).build()?;
+    // Errors cross the pool as text (boxed errors are not Send).
+    pool.install(|| match args.suite {
+        Suite::Ckks => bench_ckks(&args).map_err(|e| e.to_string()),
+    })?;
+    Ok(())
+}
+
+/// Median wall time in milliseconds of `runs` calls of `f` (after one warm-up).
+fn time_ms(runs: usize, mut f: impl FnMut()) -> OpResult {
+    f();
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(|a, b| a.total_cmp(b));
+    OpResult { median_ms: t[runs / 2], runs }
+}
+
+fn bench_ckks(args: &BenchArgs) -> CliResult {
+    let params = ParametersLiteral::preset(&args.preset)?.build()?;
+    eprintln!("preset {}: {:?}, {} thread(s), {} runs per op", args.preset, params, args.threads, args.runs);
+    let runs = args.runs;
+    let mut ops = BTreeMap::new();
+    let mut record = |name: &'static str, r: OpResult| {
+        eprintln!("  {name:<20} {:>10.2} ms", r.median_ms);
+        ops.insert(name, r);
+    };
+
+    let ring = params.ring();
+    let mut limb: Vec<u64> = (0..ring.n() as u64).map(|i| i * 7919 % ring.q()[0].value()).collect();
+    let plan = ring.plan(params.q_count(), 0);
+    record("ntt", time_ms(runs.max(50), || plan.forward(std::hint::black_box(&mut limb))));
+
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.gen_secret_key();
+    let pk = kg.gen_public_key(&sk);
+    let relin = kg.gen_relin_key(&sk);
+    record("keygen_relin", time_ms(runs, || drop(kg.gen_relin_key(&sk))));
+    record("keygen_rotation", time_ms(runs, || drop(kg.gen_rotation_key(&sk, 1))));
+    let mut keys = EvaluationKeys { relin: Some(relin), ..Default::default() };
+    for step in 1..=8 {
+        keys.insert_galois(kg.gen_rotation_key(&sk, step));
+    }
+    let eval = Evaluator::new(&params, Arc::new(keys));
+    let encoder = Encoder::new(&params);
+    let mut enc = Encryptor::with_public_key(&params, &pk);
+    let dec = Decryptor::new(&sk);
+
+    let slots = 1usize << params.log_slots();
+    let values: Vec<Complex64> = (0..slots).map(|i| Complex64::new((i as f64).sin(), (i as f64).cos())).collect();
+    let (level, scale) = (params.max_level(), params.default_scale());
+    record("encode", time_ms(runs, || drop(encoder.encode(&values, level, scale, params.log_slots()).unwrap())));
+    let pt = encoder.encode(&values, level, scale, params.log_slots())?;
+    record("encrypt", time_ms(runs, || drop(enc.encrypt(&pt).unwrap())));
+    let ct = enc.encrypt(&pt)?;
+    let ct2 = enc.encrypt(&pt)?;
+    record("decrypt", time_ms(runs, || drop(encoder.decode(&dec.decrypt(&ct).unwrap()))));
+    record("add", time_ms(runs, || drop(eval.add(&ct, &ct2).unwrap())));
+    record("mul_plain_rescale", time_ms(runs, || drop(eval.rescale(&eval.mul_plain(&ct, &pt).unwrap()).unwrap())));
+    record("mul_relin_rescale", time_ms(runs, || drop(eval.mul_rescale(&ct, &ct2).unwrap())));
+    let tensor = eval.tensor(&ct, &ct2)?;
+    record("relinearize", time_ms(runs, || drop(eval.relinearize(&tensor).unwrap())));
+    let prod = eval.relinearize(&tensor)?;
+    record("rescale", time_ms(runs, || drop(eval.rescale(&prod).unwrap())));
+    record("rotate", time_ms(runs, || drop(eval.rotate(&ct, 1).unwrap())));
+    let steps: Vec<i64> = (1..=8).collect();
+    record("rotate_hoisted_8", time_ms(runs, || drop(eval.rotate_hoisted(&ct, &steps).unwrap())));
+
+    let report = CkksReport {
+        suite: "ckks",
+        preset: args.preset.clone(),
+        log_n: params.log_n(),
+        q_limbs: params.q_count(),
+        p_limbs: params.p_count(),
+        dnum: params.dnum(),
+        log_qp: params.log_qp(),
+        log_scale: scale.log2(),
+        threads: args.threads,
+        ops,
+    };
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
 }

@@ -62,6 +62,11 @@ impl RnsPoly {
         let n = self.data.len() / self.limbs();
         &mut self.data[i * n..(i + 1) * n]
     }
+    /// All words, mutable (benchmarks and tests fill polynomials directly).
+    #[doc(hidden)]
+    pub fn data_mut_for_bench(&mut self) -> &mut [u64] {
+        &mut self.data
+    }
     /// All words, limb after limb.
     pub fn as_words(&self) -> &[u64] {
         &self.data
