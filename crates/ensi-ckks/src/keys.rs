@@ -23,6 +23,16 @@ pub struct SecretKey {
     pub(crate) poly: RnsPoly,
 }
 
+impl SecretKey {
+    /// Builds the key from its ternary coefficients (each in {-1, 0, 1}).
+    pub(crate) fn from_coeffs(params: &Parameters, coeffs: &[i64]) -> Self {
+        let ring = params.ring();
+        let mut poly = ring.from_signed(coeffs, ring.q_count(), ring.p_count());
+        ring.ntt(&mut poly);
+        SecretKey { params: params.clone(), coeffs: coeffs.iter().map(|&c| c as i8).collect(), poly }
+    }
+}
+
 impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SecretKey(..)")
@@ -120,11 +130,8 @@ impl KeyGenerator {
 
     /// A fresh uniform ternary secret key.
     pub fn gen_secret_key(&mut self) -> SecretKey {
-        let ring = self.params.ring();
-        let coeffs = self.sampler.ternary(ring.n());
-        let mut poly = ring.from_signed(&coeffs, ring.q_count(), ring.p_count());
-        ring.ntt(&mut poly);
-        SecretKey { params: self.params.clone(), coeffs: coeffs.iter().map(|&c| c as i8).collect(), poly }
+        let coeffs = self.sampler.ternary(self.params.n());
+        SecretKey::from_coeffs(&self.params, &coeffs)
     }
 
     /// An error polynomial in NTT form with the given limbs.

@@ -120,7 +120,7 @@ pub fn mod_down_pair(params: &Parameters, x: &RnsPoly, y: &RnsPoly) -> (RnsPoly,
         for (poly_idx, out) in [cx, cy].into_iter().enumerate() {
             let input: Vec<&[u64]> = (0..pc).map(|t| &p_coeffs[(2 * t + poly_idx) * n..(2 * t + poly_idx + 1) * n]).collect();
             let mut outputs: Vec<&mut [u64]> = out.chunks_mut(n).collect();
-            params.mod_down(level).convert(ring, &input, &mut outputs);
+            params.mod_down(level).convert_centered(ring, &input, &mut outputs);
         }
     }
     let p_inv = params.p_inv_mod_q();

@@ -15,6 +15,7 @@ pub mod math;
 pub mod params;
 pub mod ring;
 pub mod sampling;
+pub mod serial;
 
 pub use ciphertext::{Ciphertext, Plaintext};
 pub use encoder::Encoder;

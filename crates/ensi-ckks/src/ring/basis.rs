@@ -26,6 +26,10 @@ pub struct BasisConverter {
     hat_inv: Vec<(u64, u64)>,
     /// (A/a_i) mod b_j at [j * src.len() + i].
     hat_mod_dst: Vec<u64>,
+    /// 1 / a_i, to estimate the overflow u for the centered conversion.
+    src_recip: Vec<f64>,
+    /// A mod b_j.
+    prod_mod_dst: Vec<u64>,
 }
 
 impl BasisConverter {
@@ -50,7 +54,12 @@ impl BasisConverter {
                 hat_mod_dst.push(src.iter().filter(|&&k| k != i).fold(1u64, |acc, &k| m.mul(acc, m.reduce(moduli[k].value()))));
             }
         }
-        Self { src: src.to_vec(), dst: dst.to_vec(), hat_inv, hat_mod_dst }
+        let src_recip = src.iter().map(|&i| 1.0 / moduli[i].value() as f64).collect();
+        let prod_mod_dst = dst
+            .iter()
+            .map(|&j| src.iter().fold(1u64, |acc, &k| moduli[j].mul(acc, moduli[j].reduce(moduli[k].value()))))
+            .collect();
+        Self { src: src.to_vec(), dst: dst.to_vec(), hat_inv, hat_mod_dst, src_recip, prod_mod_dst }
     }
 
     /// Source modulus indices.
@@ -63,8 +72,22 @@ impl BasisConverter {
     }
 
     /// Converts coefficient-form limbs `input[i]` (mod src[i]) into `output[j]`
-    /// (mod dst[j]).
+    /// (mod dst[j]), up to a multiple u A of the source product, 0 <= u < |A|.
     pub fn convert(&self, ring: &Ring, input: &[&[u64]], output: &mut [&mut [u64]]) {
+        self.convert_impl(ring, input, output, false)
+    }
+
+    /// Converts exactly the centered representative of x, in (-A/2, A/2].
+    ///
+    /// The overflow u = round(sum_i y_i / a_i) is estimated in floating point
+    /// and subtracted. ModDown needs this: the fast conversion's u lies in
+    /// [0, |A|) and is not centered, and its mean, multiplied by the secret,
+    /// becomes an error whose canonical norm grows like N.
+    pub fn convert_centered(&self, ring: &Ring, input: &[&[u64]], output: &mut [&mut [u64]]) {
+        self.convert_impl(ring, input, output, true)
+    }
+
+    fn convert_impl(&self, ring: &Ring, input: &[&[u64]], output: &mut [&mut [u64]], centered: bool) {
         let k = self.src.len();
         assert_eq!(input.len(), k);
         assert_eq!(output.len(), self.dst.len());
@@ -89,6 +112,13 @@ impl BasisConverter {
                     *y = m.mul_shoup(x, w, ws);
                 }
             }
+            let overflow: Vec<u64> = if centered {
+                (0..len)
+                    .map(|c| (0..k).map(|i| y[i * len + c] as f64 * self.src_recip[i]).sum::<f64>().round() as u64)
+                    .collect()
+            } else {
+                Vec::new()
+            };
             for (j, out) in outs.iter_mut().enumerate() {
                 let m = &moduli[self.dst[j]];
                 let w = &self.hat_mod_dst[j * k..(j + 1) * k];
@@ -99,6 +129,12 @@ impl BasisConverter {
                     }
                     *o = m.reduce_u128(acc);
                 }
+                if centered {
+                    let a_mod = self.prod_mod_dst[j];
+                    for (o, &u) in out.iter_mut().zip(&overflow) {
+                        *o = m.sub(*o, m.mul(u, a_mod));
+                    }
+                }
             }
         });
     }
@@ -108,6 +144,34 @@ impl BasisConverter {
 mod tests {
     use super::*;
     use crate::math::primes::ntt_primes;
+
+    #[test]
+    fn centered_conversion_is_exact() {
+        let primes = ntt_primes(4, &[30, 30, 30, 31, 31], &[]).unwrap();
+        let ring = Ring::new(4, &primes[..3], &primes[3..]);
+        let n = ring.n();
+        let big_a: i128 = primes[..3].iter().map(|&q| q as i128).product();
+        let mut s = 3u64;
+        let xs: Vec<i128> = (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (((s as u128) << 40 ^ s as u128) % big_a as u128) as i128 - big_a / 2
+            })
+            .collect();
+        let input: Vec<Vec<u64>> =
+            primes[..3].iter().map(|&q| xs.iter().map(|&x| x.rem_euclid(q as i128) as u64).collect()).collect();
+        let mut out = vec![vec![0u64; n]; 2];
+        {
+            let inp: Vec<&[u64]> = input.iter().map(|v| v.as_slice()).collect();
+            let mut o: Vec<&mut [u64]> = out.iter_mut().map(|v| v.as_mut_slice()).collect();
+            BasisConverter::new(&ring, &[0, 1, 2], &[3, 4]).convert_centered(&ring, &inp, &mut o);
+        }
+        for (j, &b) in primes[3..].iter().enumerate() {
+            for c in 0..n {
+                assert_eq!(out[j][c], xs[c].rem_euclid(b as i128) as u64, "coefficient {c}");
+            }
+        }
+    }
 
     /// Exact CRT with u128 arithmetic (bases small enough to fit).
     #[test]

@@ -386,3 +386,81 @@ impl Ring {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::math::primes::ntt_primes;
+
+    fn random_poly(ring: &Ring, q_limbs: usize, p_limbs: usize, seed: u64) -> RnsPoly {
+        let mut s = seed;
+        let coeffs: Vec<i64> = (0..ring.n())
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (s >> 20) as i64 - (1 << 43)
+            })
+            .collect();
+        ring.from_signed(&coeffs, q_limbs, p_limbs)
+    }
+
+    #[test]
+    fn automorphism_in_ntt_form_matches_coefficient_form() {
+        let primes = ntt_primes(8, &[40, 45, 50], &[]).unwrap();
+        let ring = Ring::new(8, &primes[..2], &primes[2..]);
+        let a = random_poly(&ring, 2, 1, 5);
+        for k in [3u64, 5, 25, 511, 2 * 256 - 1, ring.galois_element_for_rotation(-3)] {
+            let coeff = ring.automorphism_coeff(&a, k);
+            let mut via_ntt = a.clone();
+            ring.ntt(&mut via_ntt);
+            let mut via_ntt = ring.automorphism(&via_ntt, k);
+            ring.intt(&mut via_ntt);
+            assert_eq!(via_ntt, coeff, "k = {k}");
+        }
+    }
+
+    #[test]
+    fn automorphism_in_coefficient_form_matches_definition() {
+        // a(X^k) computed by expanding each monomial X^(ik) mod X^N + 1.
+        let primes = ntt_primes(5, &[30], &[]).unwrap();
+        let ring = Ring::new(5, &primes, &[]);
+        let a = random_poly(&ring, 1, 0, 9);
+        let m = &ring.q()[0];
+        let n = ring.n();
+        for k in [3u64, 7, 63] {
+            let mut want = vec![0u64; n];
+            for (i, &c) in a.limb(0).iter().enumerate() {
+                let e = (i as u64 * k) % (2 * n as u64);
+                let (idx, neg) = if e < n as u64 { (e as usize, false) } else { (e as usize - n, true) };
+                want[idx] = m.add(want[idx], if neg { m.neg(c) } else { c });
+            }
+            assert_eq!(ring.automorphism_coeff(&a, k).limb(0), &want[..]);
+        }
+    }
+
+    #[test]
+    fn ntt_domain_products_match_negacyclic_convolution() {
+        let primes = ntt_primes(6, &[50], &[]).unwrap();
+        let ring = Ring::new(6, &primes, &[]);
+        let (a, b) = (random_poly(&ring, 1, 0, 1), random_poly(&ring, 1, 0, 2));
+        let m = &ring.q()[0];
+        let n = ring.n();
+        let mut want = vec![0u64; n];
+        for i in 0..n {
+            for j in 0..n {
+                let p = m.mul(a.limb(0)[i], b.limb(0)[j]);
+                let k = i + j;
+                if k < n {
+                    want[k] = m.add(want[k], p);
+                } else {
+                    want[k - n] = m.sub(want[k - n], p);
+                }
+            }
+        }
+        let (mut x, mut y) = (a.clone(), b.clone());
+        ring.ntt(&mut x);
+        ring.ntt(&mut y);
+        ring.mul_assign(&mut x, &y);
+        ring.intt(&mut x);
+        assert_eq!(x.limb(0), &want[..]);
+    }
+}

@@ -45,6 +45,15 @@ impl Ctx {
         self.enc.encrypt(&pt).unwrap()
     }
 
+    /// Secret-key encryption (what a client that holds the key uses: less noise).
+    pub fn encrypt_sk(&mut self, v: &[Complex64]) -> Ciphertext {
+        let pt = self
+            .encoder
+            .encode(v, self.params.max_level(), self.params.default_scale(), self.params.log_slots())
+            .unwrap();
+        Encryptor::with_secret_key(&self.params, &self.sk).encrypt(&pt).unwrap()
+    }
+
     pub fn decrypt(&self, ct: &Ciphertext) -> Vec<Complex64> {
         self.encoder.decode(&self.dec.decrypt(ct).unwrap())
     }
