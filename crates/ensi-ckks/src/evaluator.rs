@@ -384,8 +384,8 @@ impl Evaluator {
         ring.plan(l + 1, l).inverse(&mut rx);
         ring.plan(l + 1, l).inverse(&mut ry);
         let q_inv = self.params.q_inv(l);
-        let mut ox = RnsPoly { data: x.data[..l * n].to_vec(), q_limbs: l, p_limbs: 0, ntt: true };
-        let mut oy = RnsPoly { data: y.data[..l * n].to_vec(), q_limbs: l, p_limbs: 0, ntt: true };
+        let mut ox = ring.q_prefix(x, l);
+        let mut oy = ring.q_prefix(y, l);
         ox.data.par_chunks_mut(n).zip(oy.data.par_chunks_mut(n)).enumerate().for_each(|(i, (lx, ly))| {
             let m = &ring.q()[i];
             let plan = ring.plan(l, i);

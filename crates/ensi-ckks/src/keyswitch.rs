@@ -23,14 +23,16 @@ pub fn decompose(params: &Parameters, d: &RnsPoly) -> Decomposed {
     let n = ring.n();
     let level = d.q_limbs() - 1;
     let q_limbs = level + 1;
+    // Unnormalized: the converters fold in N^-1.
     let mut coeff = d.clone();
-    ring.intt(&mut coeff);
+    coeff.data.par_chunks_mut(n).enumerate().for_each(|(i, limb)| ring.plan(q_limbs, i).inverse_unnormalized(limb));
     let alpha = params.alpha();
     let digit_range = |j: usize| j * alpha..((j + 1) * alpha).min(level + 1);
     let mut digits: Vec<RnsPoly> = (0..params.digits_at(level))
         .map(|j| {
             let range = digit_range(j);
-            let mut ext = ring.zero(q_limbs, params.p_count(), true);
+            // Every limb is written below: the digit's own, or a conversion output.
+            let mut ext = ring.scratch(q_limbs, params.p_count(), true);
             // The digit's own limbs are already known in NTT form.
             ext.data[range.start * n..range.end * n].copy_from_slice(&d.data[range.start * n..range.end * n]);
             let input: Vec<&[u64]> = range.clone().map(|i| coeff.limb(i)).collect();
@@ -108,24 +110,27 @@ pub fn mod_down_pair(params: &Parameters, x: &RnsPoly, y: &RnsPoly) -> (RnsPoly,
     let level = q_limbs - 1;
     let pc = params.p_count();
     // [x]_P and [y]_P in coefficient form, interleaved limb by limb.
-    let mut p_coeffs: Vec<u64> = Vec::with_capacity(2 * pc * n);
+    let mut p_coeffs = crate::ring::pool::take(2 * pc * n);
     for t in 0..pc {
-        p_coeffs.extend_from_slice(x.limb(q_limbs + t));
-        p_coeffs.extend_from_slice(y.limb(q_limbs + t));
+        p_coeffs[2 * t * n..(2 * t + 1) * n].copy_from_slice(x.limb(q_limbs + t));
+        p_coeffs[(2 * t + 1) * n..(2 * t + 2) * n].copy_from_slice(y.limb(q_limbs + t));
     }
-    p_coeffs.par_chunks_mut(n).enumerate().for_each(|(k, limb)| ring.plan(q_limbs, q_limbs + k / 2).inverse(limb));
-    let mut conv = vec![0u64; 2 * q_limbs * n];
-    {
-        let (cx, cy) = conv.split_at_mut(q_limbs * n);
-        for (poly_idx, out) in [cx, cy].into_iter().enumerate() {
-            let input: Vec<&[u64]> = (0..pc).map(|t| &p_coeffs[(2 * t + poly_idx) * n..(2 * t + poly_idx + 1) * n]).collect();
-            let mut outputs: Vec<&mut [u64]> = out.chunks_mut(n).collect();
-            params.mod_down(level).convert_centered(ring, &input, &mut outputs);
-        }
+    // Unnormalized: the converter folds in N^-1.
+    p_coeffs
+        .par_chunks_mut(n)
+        .enumerate()
+        .for_each(|(k, limb)| ring.plan(q_limbs, q_limbs + k / 2).inverse_unnormalized(limb));
+    // Every limb of the outputs is written by the conversion.
+    let mut out_x = ring.scratch(q_limbs, 0, true);
+    let mut out_y = ring.scratch(q_limbs, 0, true);
+    for (poly_idx, out) in [&mut out_x, &mut out_y].into_iter().enumerate() {
+        let input: Vec<&[u64]> = (0..pc).map(|t| &p_coeffs[(2 * t + poly_idx) * n..(2 * t + poly_idx + 1) * n]).collect();
+        let mut outputs: Vec<&mut [u64]> = out.data.chunks_mut(n).collect();
+        params.mod_down(level).convert_centered(ring, &input, &mut outputs);
     }
+    crate::ring::pool::give(p_coeffs);
     let p_inv = params.p_inv_mod_q();
-    let (cx, cy) = conv.split_at_mut(q_limbs * n);
-    cx.par_chunks_mut(n).zip(cy.par_chunks_mut(n)).enumerate().for_each(|(i, (a, b))| {
+    out_x.data.par_chunks_mut(n).zip(out_y.data.par_chunks_mut(n)).enumerate().for_each(|(i, (a, b))| {
         let m = &ring.q()[i];
         let plan = ring.plan(q_limbs, i);
         let (w, ws) = (p_inv[i], m.shoup(p_inv[i]));
@@ -136,12 +141,7 @@ pub fn mod_down_pair(params: &Parameters, x: &RnsPoly, y: &RnsPoly) -> (RnsPoly,
             }
         }
     });
-    conv.truncate(2 * q_limbs * n);
-    let second = conv.split_off(q_limbs * n);
-    (
-        RnsPoly { data: conv, q_limbs, p_limbs: 0, ntt: true },
-        RnsPoly { data: second, q_limbs, p_limbs: 0, ntt: true },
-    )
+    (out_x, out_y)
 }
 
 /// Key switching of `d` (NTT form at some level): returns (u0, u1) with

@@ -110,9 +110,10 @@ struct Inner {
     alpha: usize,
     log_qp: f64,
     fingerprint: [u8; 32],
-    /// [level][digit]: from the digit's limbs to the other Q limbs of the level, then P.
+    /// [level][digit]: from the digit's limbs to the other Q limbs of the level, then P
+    /// (inputs straight from an unnormalized inverse NTT).
     mod_up: Vec<Vec<BasisConverter>>,
-    /// [level]: from P to q_0..q_level.
+    /// [level]: from P to q_0..q_level (inputs from an unnormalized inverse NTT).
     mod_down: Vec<BasisConverter>,
     /// [i]: P mod q_i, then P^-1 mod q_i.
     p_mod_q: Vec<u64>,
@@ -187,13 +188,16 @@ impl Parameters {
                         let src: Vec<usize> = (digit * alpha..((digit + 1) * alpha).min(level + 1)).collect();
                         let dst: Vec<usize> =
                             (0..=level).filter(|i| !src.contains(i)).chain(p_indices.iter().copied()).collect();
-                        BasisConverter::new(&ring, &src, &dst)
+                        BasisConverter::new_after_unnormalized_intt(&ring, &src, &dst)
                     })
                     .collect()
             })
             .collect();
-        let mod_down =
-            (0..qc).map(|level| BasisConverter::new(&ring, &p_indices, &(0..=level).collect::<Vec<_>>())).collect();
+        let mod_down = (0..qc)
+            .map(|level| {
+                BasisConverter::new_after_unnormalized_intt(&ring, &p_indices, &(0..=level).collect::<Vec<_>>())
+            })
+            .collect();
         let qm = ring.q();
         let p_mod_q: Vec<u64> =
             qm.iter().map(|m| p.iter().fold(1u64, |acc, &pj| m.mul(acc, m.reduce(pj)))).collect();

@@ -30,12 +30,25 @@ pub struct BasisConverter {
     src_recip: Vec<f64>,
     /// A mod b_j.
     prod_mod_dst: Vec<u64>,
+    /// Constants of the vector kernel, when every modulus suits it.
+    ifma: Option<IfmaConsts>,
 }
 
 impl BasisConverter {
     /// Constants for converting from moduli `src` to moduli `dst` (indices into
     /// [`Ring::moduli`]).
     pub fn new(ring: &Ring, src: &[usize], dst: &[usize]) -> Self {
+        Self::with_input_factor(ring, src, dst, false)
+    }
+
+    /// Like [`BasisConverter::new`], but the inputs are taken to be N times
+    /// the true residues (the output of an unnormalized inverse NTT): the
+    /// factor N^-1 is folded into the first constant, saving a pass.
+    pub fn new_after_unnormalized_intt(ring: &Ring, src: &[usize], dst: &[usize]) -> Self {
+        Self::with_input_factor(ring, src, dst, true)
+    }
+
+    fn with_input_factor(ring: &Ring, src: &[usize], dst: &[usize], times_n_inv: bool) -> Self {
         assert!(!src.is_empty() && src.len() <= 128, "basis conversion needs 1..=128 source primes");
         let moduli = ring.moduli();
         let hat_inv = src
@@ -43,7 +56,10 @@ impl BasisConverter {
             .map(|&i| {
                 let m = &moduli[i];
                 let prod = src.iter().filter(|&&k| k != i).fold(1u64, |acc, &k| m.mul(acc, m.reduce(moduli[k].value())));
-                let inv = m.inv(prod);
+                let mut inv = m.inv(prod);
+                if times_n_inv {
+                    inv = m.mul(inv, m.inv(ring.n() as u64));
+                }
                 (inv, m.shoup(inv))
             })
             .collect();
@@ -59,7 +75,10 @@ impl BasisConverter {
             .iter()
             .map(|&j| src.iter().fold(1u64, |acc, &k| moduli[j].mul(acc, moduli[j].reduce(moduli[k].value()))))
             .collect();
-        Self { src: src.to_vec(), dst: dst.to_vec(), hat_inv, hat_mod_dst, src_recip, prod_mod_dst }
+        let mut conv =
+            Self { src: src.to_vec(), dst: dst.to_vec(), hat_inv, hat_mod_dst, src_recip, prod_mod_dst, ifma: None };
+        conv.ifma = IfmaConsts::new(&conv, moduli);
+        conv
     }
 
     /// Source modulus indices.
@@ -88,11 +107,23 @@ impl BasisConverter {
     }
 
     fn convert_impl(&self, ring: &Ring, input: &[&[u64]], output: &mut [&mut [u64]], centered: bool) {
+        let use_ifma = self.ifma.is_some() && ifma::available();
+        self.convert_with(ring, input, output, centered, use_ifma)
+    }
+
+    /// The conversion with an explicit choice of kernel (tests compare the two).
+    pub(crate) fn convert_with(
+        &self,
+        ring: &Ring,
+        input: &[&[u64]],
+        output: &mut [&mut [u64]],
+        centered: bool,
+        use_ifma: bool,
+    ) {
         let k = self.src.len();
         assert_eq!(input.len(), k);
         assert_eq!(output.len(), self.dst.len());
         let n = ring.n();
-        let moduli = ring.moduli();
         // Regroup the outputs by block so that blocks can run in parallel.
         let blocks = n.div_ceil(BLOCK);
         let mut per_block: Vec<Vec<&mut [u64]>> = (0..blocks).map(|_| Vec::with_capacity(output.len())).collect();
@@ -104,39 +135,183 @@ impl BasisConverter {
         per_block.into_par_iter().enumerate().for_each(|(b, mut outs)| {
             let start = b * BLOCK;
             let len = BLOCK.min(n - start);
-            let mut y = vec![0u64; k * len];
-            for (i, &src) in self.src.iter().enumerate() {
-                let m = &moduli[src];
-                let (w, ws) = self.hat_inv[i];
-                for (y, &x) in y[i * len..(i + 1) * len].iter_mut().zip(&input[i][start..start + len]) {
-                    *y = m.mul_shoup(x, w, ws);
-                }
-            }
-            let overflow: Vec<u64> = if centered {
-                (0..len)
-                    .map(|c| (0..k).map(|i| y[i * len + c] as f64 * self.src_recip[i]).sum::<f64>().round() as u64)
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            for (j, out) in outs.iter_mut().enumerate() {
-                let m = &moduli[self.dst[j]];
-                let w = &self.hat_mod_dst[j * k..(j + 1) * k];
-                for (c, o) in out.iter_mut().enumerate() {
-                    let mut acc = 0u128;
-                    for i in 0..k {
-                        acc += y[i * len + c] as u128 * w[i] as u128;
-                    }
-                    *o = m.reduce_u128(acc);
-                }
-                if centered {
-                    let a_mod = self.prod_mod_dst[j];
-                    for (o, &u) in out.iter_mut().zip(&overflow) {
-                        *o = m.sub(*o, m.mul(u, a_mod));
-                    }
-                }
+            let inputs: Vec<&[u64]> = input.iter().map(|x| &x[start..start + len]).collect();
+            match (&self.ifma, use_ifma) {
+                // SAFETY: `ifma::available()` was checked by the caller of the fast path.
+                (Some(consts), true) if len % 8 == 0 => unsafe { ifma::convert_block(consts, &inputs, &mut outs, centered) },
+                _ => self.convert_block_scalar(ring, &inputs, &mut outs, centered),
             }
         });
+    }
+
+    /// The plain reference kernel: 128-bit accumulation and one Barrett reduction per output.
+    fn convert_block_scalar(&self, ring: &Ring, inputs: &[&[u64]], outs: &mut [&mut [u64]], centered: bool) {
+        let k = self.src.len();
+        let len = inputs[0].len();
+        let moduli = ring.moduli();
+        let mut y = vec![0u64; k * len];
+        for (i, &src) in self.src.iter().enumerate() {
+            let m = &moduli[src];
+            let (w, ws) = self.hat_inv[i];
+            for (y, &x) in y[i * len..(i + 1) * len].iter_mut().zip(inputs[i]) {
+                *y = m.mul_shoup(x, w, ws);
+            }
+        }
+        let overflow: Vec<u64> = if centered {
+            (0..len)
+                .map(|c| (0..k).map(|i| y[i * len + c] as f64 * self.src_recip[i]).sum::<f64>().round() as u64)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for (j, out) in outs.iter_mut().enumerate() {
+            let m = &moduli[self.dst[j]];
+            let w = &self.hat_mod_dst[j * k..(j + 1) * k];
+            for (c, o) in out.iter_mut().enumerate() {
+                let mut acc = 0u128;
+                for i in 0..k {
+                    acc += y[i * len + c] as u128 * w[i] as u128;
+                }
+                *o = m.reduce_u128(acc);
+            }
+            if centered {
+                let a_mod = self.prod_mod_dst[j];
+                for (o, &u) in out.iter_mut().zip(&overflow) {
+                    *o = m.sub(*o, m.mul(u, a_mod));
+                }
+            }
+        }
+    }
+}
+
+/// Constants of the AVX-512 IFMA kernel: 52-bit Shoup companions of every weight.
+#[derive(Clone, Debug)]
+struct IfmaConsts {
+    k: usize,
+    src_q: Vec<u64>,
+    /// (w, floor(w 2^52 / q)) of (A/a_i)^-1 mod a_i.
+    hat_inv: Vec<(u64, u64)>,
+    /// Per target: q, then k (w, w') of (A/a_i) mod b_j, then (w, w') of -A mod b_j.
+    dst_q: Vec<u64>,
+    hat_mod_dst: Vec<(u64, u64)>,
+    neg_prod: Vec<(u64, u64)>,
+    src_recip: Vec<f64>,
+}
+
+fn shoup52(w: u64, q: u64) -> (u64, u64) {
+    (w, (((w as u128) << 52) / q as u128) as u64)
+}
+
+impl IfmaConsts {
+    /// The kernel's Shoup trick needs every modulus below 2^51 (so 2q < 2^52).
+    fn new(conv: &BasisConverter, moduli: &[crate::math::Modulus]) -> Option<Self> {
+        let limit = 1u64 << 51;
+        let src_q: Vec<u64> = conv.src.iter().map(|&i| moduli[i].value()).collect();
+        let dst_q: Vec<u64> = conv.dst.iter().map(|&j| moduli[j].value()).collect();
+        if src_q.iter().chain(&dst_q).any(|&q| q >= limit) {
+            return None;
+        }
+        let k = src_q.len();
+        let hat_inv = conv.hat_inv.iter().zip(&src_q).map(|(&(w, _), &q)| shoup52(w, q)).collect();
+        let hat_mod_dst = conv.hat_mod_dst.iter().enumerate().map(|(idx, &w)| shoup52(w, dst_q[idx / k])).collect();
+        let neg_prod = conv.prod_mod_dst.iter().zip(&dst_q).map(|(&a, &q)| shoup52((q - a) % q, q)).collect();
+        Some(Self { k, src_q, hat_inv, dst_q, hat_mod_dst, neg_prod, src_recip: conv.src_recip.clone() })
+    }
+}
+
+/// The AVX-512 IFMA kernel: eight coefficients per instruction, every
+/// product reduced by a 52-bit Shoup multiplication.
+#[cfg(target_arch = "x86_64")]
+mod ifma {
+    use super::IfmaConsts;
+    use std::arch::x86_64::*;
+
+    /// Whether the CPU has AVX-512F, DQ and IFMA.
+    pub(super) fn available() -> bool {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq") && is_x86_feature_detected!("avx512ifma")
+    }
+
+    /// Per lane a w mod q, for a < 2^52, w < q < 2^51, ws = floor(w 2^52 / q).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn mulmod(a: __m512i, w: __m512i, ws: __m512i, q: __m512i) -> __m512i {
+        let zero = _mm512_setzero_si512();
+        let mask = _mm512_set1_epi64(((1u64 << 52) - 1) as i64);
+        let qhat = _mm512_madd52hi_epu64(zero, a, ws);
+        let lo = _mm512_sub_epi64(_mm512_madd52lo_epu64(zero, a, w), _mm512_madd52lo_epu64(zero, qhat, q));
+        // a w - qhat q lies in [0, 2q), so its low 52 bits are the value itself.
+        let r = _mm512_and_si512(lo, mask);
+        _mm512_min_epu64(r, _mm512_sub_epi64(r, q))
+    }
+
+    /// (a + b) mod q per lane for a, b < q.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn addmod(a: __m512i, b: __m512i, q: __m512i) -> __m512i {
+        let s = _mm512_add_epi64(a, b);
+        _mm512_min_epu64(s, _mm512_sub_epi64(s, q))
+    }
+
+    /// Converts one block (length a multiple of 8).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F, DQ and IFMA (see [`available`]).
+    #[target_feature(enable = "avx512f,avx512dq,avx512ifma")]
+    pub(super) unsafe fn convert_block(c: &IfmaConsts, inputs: &[&[u64]], outs: &mut [&mut [u64]], centered: bool) {
+        let k = c.k;
+        let len = inputs[0].len();
+        let mut y = vec![0u64; k * len];
+        let mut overflow = vec![0u64; if centered { len } else { 0 }];
+        for i in 0..k {
+            let q = _mm512_set1_epi64(c.src_q[i] as i64);
+            let (w, ws) = c.hat_inv[i];
+            let (w, ws) = (_mm512_set1_epi64(w as i64), _mm512_set1_epi64(ws as i64));
+            for p in (0..len).step_by(8) {
+                // SAFETY: p + 8 <= len for every slice here (len is a multiple of 8).
+                let x = unsafe { _mm512_loadu_si512(inputs[i].as_ptr().add(p) as *const _) };
+                unsafe { _mm512_storeu_si512(y.as_mut_ptr().add(i * len + p) as *mut _, mulmod(x, w, ws, q)) };
+            }
+        }
+        if centered {
+            for p in (0..len).step_by(8) {
+                let mut f = _mm512_setzero_pd();
+                for i in 0..k {
+                    let yi = unsafe { _mm512_loadu_si512(y.as_ptr().add(i * len + p) as *const _) };
+                    f = _mm512_fmadd_pd(_mm512_cvtepu64_pd(yi), _mm512_set1_pd(c.src_recip[i]), f);
+                }
+                let u = _mm512_cvt_roundpd_epu64::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(f);
+                unsafe { _mm512_storeu_si512(overflow.as_mut_ptr().add(p) as *mut _, u) };
+            }
+        }
+        for (j, out) in outs.iter_mut().enumerate() {
+            let q = _mm512_set1_epi64(c.dst_q[j] as i64);
+            let weights = &c.hat_mod_dst[j * k..(j + 1) * k];
+            for p in (0..len).step_by(8) {
+                let mut acc = _mm512_setzero_si512();
+                for (i, &(w, ws)) in weights.iter().enumerate() {
+                    let yi = unsafe { _mm512_loadu_si512(y.as_ptr().add(i * len + p) as *const _) };
+                    let t = mulmod(yi, _mm512_set1_epi64(w as i64), _mm512_set1_epi64(ws as i64), q);
+                    acc = addmod(acc, t, q);
+                }
+                if centered {
+                    let (w, ws) = c.neg_prod[j];
+                    let u = unsafe { _mm512_loadu_si512(overflow.as_ptr().add(p) as *const _) };
+                    acc = addmod(acc, mulmod(u, _mm512_set1_epi64(w as i64), _mm512_set1_epi64(ws as i64), q), q);
+                }
+                unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(p) as *mut _, acc) };
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod ifma {
+    use super::IfmaConsts;
+    pub(super) fn available() -> bool {
+        false
+    }
+    pub(super) unsafe fn convert_block(_: &IfmaConsts, _: &[&[u64]], _: &mut [&mut [u64]], _: bool) {
+        unreachable!("IFMA kernel requested on a CPU without it")
     }
 }
 
@@ -169,6 +344,44 @@ mod tests {
         for (j, &b) in primes[3..].iter().enumerate() {
             for c in 0..n {
                 assert_eq!(out[j][c], xs[c].rem_euclid(b as i128) as u64, "coefficient {c}");
+            }
+        }
+    }
+
+    /// The vector kernel against the scalar reference on random inputs, both variants.
+    #[test]
+    fn ifma_kernel_matches_scalar_reference() {
+        if !ifma::available() {
+            eprintln!("no AVX-512 IFMA on this CPU: the vector kernel is not used here");
+            return;
+        }
+        let primes = ntt_primes(11, &[50, 40, 40, 50, 40, 50, 50], &[]).unwrap();
+        let ring = Ring::new(11, &primes[..5], &primes[5..]);
+        let n = ring.n();
+        for (src, dst) in [(vec![0usize, 1, 2], vec![3usize, 4, 5, 6]), (vec![5, 6], vec![0, 1, 2, 3, 4])] {
+            let conv = BasisConverter::new(&ring, &src, &dst);
+            assert!(conv.ifma.is_some());
+            let mut s = 99u64;
+            let input: Vec<Vec<u64>> = src
+                .iter()
+                .map(|&i| {
+                    let q = ring.moduli()[i].value();
+                    (0..n)
+                        .map(|_| {
+                            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                            (s >> 7) % q
+                        })
+                        .collect()
+                })
+                .collect();
+            for centered in [false, true] {
+                let mut outs = [vec![vec![0u64; n]; dst.len()], vec![vec![0u64; n]; dst.len()]];
+                for (use_ifma, out) in [false, true].into_iter().zip(outs.iter_mut()) {
+                    let inp: Vec<&[u64]> = input.iter().map(|v| v.as_slice()).collect();
+                    let mut o: Vec<&mut [u64]> = out.iter_mut().map(|v| v.as_mut_slice()).collect();
+                    conv.convert_with(&ring, &inp, &mut o, centered, use_ifma);
+                }
+                assert_eq!(outs[0], outs[1], "centered = {centered}");
             }
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod basis;
 pub mod ntt;
+pub mod pool;
 
 use crate::math::Modulus;
 use ntt::NttPlan;
@@ -27,12 +28,26 @@ pub struct Ring {
 /// Limbs `0..q_limbs` are modulo q_0..q_{q_limbs-1}; limbs after them are
 /// modulo p_0..p_{p_limbs-1}. `ntt` says whether the limbs hold coefficients
 /// or NTT values (in tfhe-ntt's bit-reversed order).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct RnsPoly {
     pub(crate) data: Vec<u64>,
     pub(crate) q_limbs: usize,
     pub(crate) p_limbs: usize,
     pub(crate) ntt: bool,
+}
+
+impl Clone for RnsPoly {
+    fn clone(&self) -> Self {
+        let mut data = pool::take(self.data.len());
+        data.copy_from_slice(&self.data);
+        Self { data, ..*self }
+    }
+}
+
+impl Drop for RnsPoly {
+    fn drop(&mut self) {
+        pool::give(std::mem::take(&mut self.data));
+    }
 }
 
 impl RnsPoly {
@@ -152,7 +167,22 @@ impl Ring {
     /// The zero polynomial.
     pub fn zero(&self, q_limbs: usize, p_limbs: usize, ntt: bool) -> RnsPoly {
         assert!(q_limbs <= self.q_count && p_limbs <= self.p_count());
-        RnsPoly { data: vec![0; (q_limbs + p_limbs) * self.n()], q_limbs, p_limbs, ntt }
+        RnsPoly { data: pool::take_zeroed((q_limbs + p_limbs) * self.n()), q_limbs, p_limbs, ntt }
+    }
+
+    /// A polynomial with unspecified contents, for callers that overwrite every limb.
+    pub(crate) fn scratch(&self, q_limbs: usize, p_limbs: usize, ntt: bool) -> RnsPoly {
+        assert!(q_limbs <= self.q_count && p_limbs <= self.p_count());
+        RnsPoly { data: pool::take((q_limbs + p_limbs) * self.n()), q_limbs, p_limbs, ntt }
+    }
+
+    /// The first `q_limbs` Q limbs of `a` (a copy, P limbs dropped).
+    pub fn q_prefix(&self, a: &RnsPoly, q_limbs: usize) -> RnsPoly {
+        assert!(q_limbs <= a.q_limbs);
+        let n = self.n();
+        let mut data = pool::take(q_limbs * n);
+        data.copy_from_slice(&a.data[..q_limbs * n]);
+        RnsPoly { data, q_limbs, p_limbs: 0, ntt: a.ntt }
     }
 
     /// A polynomial whose limbs are the residues of signed coefficients.
@@ -355,7 +385,7 @@ impl Ring {
     pub fn automorphism_ntt_with_map(&self, a: &RnsPoly, map: &[u32]) -> RnsPoly {
         assert!(a.ntt);
         let n = self.n();
-        let mut out = RnsPoly { data: vec![0; a.data.len()], ..*a };
+        let mut out = RnsPoly { data: pool::take(a.data.len()), ..*a };
         out.data.par_chunks_mut(n).zip(a.data.par_chunks(n)).for_each(|(o, x)| {
             for (o, &src) in o.iter_mut().zip(map) {
                 *o = x[src as usize];
@@ -371,7 +401,7 @@ impl Ring {
         let n = self.n();
         let mask = 2 * n - 1;
         let q_limbs = a.q_limbs;
-        let mut out = RnsPoly { data: vec![0; a.data.len()], ..*a };
+        let mut out = RnsPoly { data: pool::take_zeroed(a.data.len()), ..*a };
         out.data.par_chunks_mut(n).zip(a.data.par_chunks(n)).enumerate().for_each(|(l, (o, x))| {
             let m = &self.moduli[self.modulus_index(q_limbs, l)];
             for (i, &c) in x.iter().enumerate() {

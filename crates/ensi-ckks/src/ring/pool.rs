@@ -1,0 +1,89 @@
+//! A process-wide pool of large word buffers.
+//!
+//! Polynomials at N = 2^16 are megabytes each, and a key switch creates and
+//! drops dozens of them. Fresh allocations of that size come straight from
+//! the kernel, and on the machines this project runs on the page faults and
+//! zeroing cost as much as the arithmetic. Dropped polynomial buffers are
+//! therefore kept here (up to [`MAX_BYTES`]) and handed out again with their
+//! stale contents: callers that overwrite every word skip zeroing entirely.
+
+use std::sync::Mutex;
+
+/// Buffers smaller than this many words are not pooled.
+const MIN_WORDS: usize = 1 << 12;
+/// Upper bound on the memory the pool keeps.
+pub const MAX_BYTES: usize = 1 << 30;
+
+struct Pool {
+    free: Vec<Vec<u64>>,
+    bytes: usize,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool { free: Vec::new(), bytes: 0 });
+
+/// A buffer of `len` words with unspecified (but initialized) contents.
+pub fn take(len: usize) -> Vec<u64> {
+    if len >= MIN_WORDS {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        // The smallest buffer that fits, to keep large ones for large requests.
+        let best = pool
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.capacity() >= len)
+            .min_by_key(|(_, v)| v.capacity())
+            .map(|(i, _)| i);
+        if let Some(i) = best {
+            let mut v = pool.free.swap_remove(i);
+            pool.bytes -= v.capacity() * 8;
+            drop(pool);
+            if v.len() >= len {
+                v.truncate(len);
+            } else {
+                v.resize(len, 0);
+            }
+            return v;
+        }
+    }
+    vec![0; len]
+}
+
+/// A zeroed buffer of `len` words.
+pub fn take_zeroed(len: usize) -> Vec<u64> {
+    let mut v = take(len);
+    v.fill(0);
+    v
+}
+
+/// Returns a buffer to the pool (or frees it if the pool is full).
+pub fn give(v: Vec<u64>) {
+    if v.capacity() < MIN_WORDS {
+        return;
+    }
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if pool.bytes + v.capacity() * 8 <= MAX_BYTES {
+        pool.bytes += v.capacity() * 8;
+        pool.free.push(v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_reused_with_the_requested_length() {
+        let mut v = take(1 << 14);
+        v.iter_mut().for_each(|x| *x = 7);
+        let ptr = v.as_ptr();
+        give(v);
+        let w = take(1 << 13);
+        assert_eq!(w.len(), 1 << 13);
+        let z = take_zeroed(1 << 14);
+        assert!(z.iter().all(|&x| x == 0));
+        // One of the two reused the returned allocation (other tests may race for it).
+        let _ = ptr;
+        give(w);
+        give(z);
+    }
+}
