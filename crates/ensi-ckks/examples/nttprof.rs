@@ -1,39 +1,17 @@
 use ensi_ckks::*;
 use std::time::Instant;
+fn min_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    (0..runs).map(|_| { let t = Instant::now(); f(); t.elapsed().as_secs_f64() * 1e3 }).fold(f64::MAX, f64::min)
+}
 fn main() {
     let params = ParametersLiteral::preset("n16-l20").unwrap().build().unwrap();
     let ring = params.ring();
-    for i in [0usize, 1, 2, 21] {
-        let plan = ring.plan(21, i);
-        let q = plan.modulus().value();
-        let mut v: Vec<u64> = (0..ring.n() as u64).map(|j| j * 7919 % q).collect();
-        let t = Instant::now();
-        for _ in 0..50 { plan.forward(&mut v); }
-        let f = t.elapsed().as_secs_f64() * 1e3 / 50.0;
-        let t = Instant::now();
-        for _ in 0..50 { plan.inverse(&mut v); }
-        let inv = t.elapsed().as_secs_f64() * 1e3 / 50.0;
-        println!("limb {i} q={q} ({:.2} bits): fwd {f:.3} ms inv {inv:.3} ms", (q as f64).log2());
-    }
     let n = ring.n();
-    let mut p = ring.zero(21, 0, false);
-    for (i, x) in p.data_mut_for_bench().iter_mut().enumerate() { *x = (i as u64 * 7919) % 1000003; }
-    let t = Instant::now();
-    for _ in 0..5 {
-        for (i, limb) in p.data_mut_for_bench().chunks_mut(n).enumerate() { ring.plan(21, i).forward(limb); }
-        for (i, limb) in p.data_mut_for_bench().chunks_mut(n).enumerate() { ring.plan(21, i).inverse(limb); }
-    }
-    println!("sequential 21-limb fwd+inv: {:.2} ms", t.elapsed().as_secs_f64() * 1e3 / 5.0);
-    let t = Instant::now();
-    for _ in 0..5 {
-        for (i, limb) in p.data_mut_for_bench().chunks_mut(n).enumerate() { ring.plan(21, i).forward(limb); }
-    }
-    println!("sequential 21-limb fwd: {:.2} ms", t.elapsed().as_secs_f64() * 1e3 / 5.0);
-    let t = Instant::now();
-    for _ in 0..5 {
-        for (i, limb) in p.data_mut_for_bench().chunks_mut(n).enumerate() { ring.plan(21, i).inverse(limb); }
-    }
-    println!("sequential 21-limb inv: {:.2} ms", t.elapsed().as_secs_f64() * 1e3 / 5.0);
+    let mut data: Vec<Vec<u64>> = (0..63).map(|k| (0..n as u64).map(|j| (j * 7919 + k) % 1000003).collect()).collect();
+    let plan0 = ring.plan(21, 1);
+    let hot = min_ms(5, || for _ in 0..21 { plan0.forward(&mut data[0]) }) / 21.0;
+    let one_per_prime = min_ms(5, || for i in 0..21 { ring.plan(21, i).forward(&mut data[i]) }) / 21.0;
+    let three_per_prime = min_ms(5, || for i in 0..21 { for d in 0..3 { ring.plan(21, i).forward(&mut data[3 * i + d]) } }) / 63.0;
+    let same_prime_cold_data = min_ms(5, || for i in 0..63 { plan0.forward(&mut data[i]) }) / 63.0;
+    println!("per NTT: hot {hot:.3} ms, one per prime {one_per_prime:.3}, three per prime {three_per_prime:.3}, same prime cold data {same_prime_cold_data:.3}");
 }
-#[allow(dead_code)]
-fn unused() {}

@@ -36,12 +36,52 @@ pub struct BenchArgs {
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also measure a baseline library in the same run and report ratios
+    /// (ours / baseline). `openfhe` runs tools/openfhe_baseline.py.
+    #[arg(long, value_enum)]
+    pub baseline: Option<Baseline>,
+    /// Python interpreter that has the `openfhe` wheel (CPython 3.10 for openfhe 1.6.1).
+    #[arg(long, env = "ENSI_OPENFHE_PYTHON", default_value = "python3")]
+    pub openfhe_python: String,
 }
 
-#[derive(Serialize)]
+/// Baseline libraries.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Baseline {
+    /// OpenFHE's Python wheel, at the anchors' setting (N=2^16, depth 20, dnum 3).
+    Openfhe,
+}
+
+#[derive(Serialize, serde::Deserialize, Clone)]
 struct OpResult {
     median_ms: f64,
     runs: usize,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct BaselineReport {
+    library: String,
+    version: String,
+    ops: BTreeMap<String, OpResult>,
+}
+
+/// Runs the OpenFHE baseline script and parses its JSON.
+fn run_openfhe(args: &BenchArgs, params: &Parameters) -> std::result::Result<BaselineReport, String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/openfhe_baseline.py");
+    eprintln!("running the OpenFHE baseline ({} {}) ...", args.openfhe_python, script.display());
+    let out = std::process::Command::new(&args.openfhe_python)
+        .arg(&script)
+        .args(["--runs", &args.runs.to_string()])
+        .args(["--log-n", &params.log_n().to_string()])
+        .args(["--depth", &params.max_level().to_string()])
+        .args(["--dnum", &params.dnum().to_string()])
+        .env("OMP_NUM_THREADS", args.threads.to_string())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", args.openfhe_python))?;
+    if !out.status.success() {
+        return Err(format!("OpenFHE baseline failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("bad baseline output: {e}"))
 }
 
 #[derive(Serialize)]
@@ -56,6 +96,11 @@ struct CkksReport {
     log_scale: f64,
     threads: usize,
     ops: BTreeMap<&'static str, OpResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline: Option<BaselineReport>,
+    /// ours / baseline, per operation (below 1 is faster).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    ratios: BTreeMap<&'static str, f64>,
 }
 
 pub fn run(args: BenchArgs) -> CliResult {
@@ -87,6 +132,10 @@ fn time_ms(runs: usize, mut f: impl FnMut()) -> OpResult {
 fn bench_ckks(args: &BenchArgs) -> CliResult {
     let params = ParametersLiteral::preset(&args.preset)?.build()?;
     eprintln!("preset {}: {:?}, {} thread(s), {} runs per op", args.preset, params, args.threads, args.runs);
+    let baseline = match args.baseline {
+        Some(Baseline::Openfhe) => Some(run_openfhe(args, &params)?),
+        None => None,
+    };
     let runs = args.runs;
     let mut ops = BTreeMap::new();
     let mut record = |name: &'static str, r: OpResult| {
@@ -134,6 +183,17 @@ fn bench_ckks(args: &BenchArgs) -> CliResult {
     let steps: Vec<i64> = (1..=8).collect();
     record("rotate_hoisted_8", time_ms(runs, || drop(eval.rotate_hoisted(&ct, &steps).unwrap())));
 
+    let mut ratios = BTreeMap::new();
+    if let Some(b) = &baseline {
+        eprintln!("\n{:<20} {:>12} {:>12} {:>8}", "op", "ensi ms", "openfhe ms", "ratio");
+        for (name, ours) in &ops {
+            if let Some(theirs) = b.ops.get(*name) {
+                let r = ours.median_ms / theirs.median_ms;
+                eprintln!("{name:<20} {:>12.2} {:>12.2} {:>8.3}", ours.median_ms, theirs.median_ms, r);
+                ratios.insert(*name, r);
+            }
+        }
+    }
     let report = CkksReport {
         suite: "ckks",
         preset: args.preset.clone(),
@@ -145,6 +205,8 @@ fn bench_ckks(args: &BenchArgs) -> CliResult {
         log_scale: scale.log2(),
         threads: args.threads,
         ops,
+        baseline,
+        ratios,
     };
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
