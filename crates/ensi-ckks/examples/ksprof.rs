@@ -9,5 +9,5 @@ fn main() {
     let mut p = ring.zero(21, 0, false);
     for (i, x) in p.data_mut_for_bench().iter_mut().enumerate() { *x = (i as u64 * 7919) % 1000003; }
     ring.ntt(&mut p);
-    for _ in 0..30 { std::hint::black_box(key_switch(&params, &p, rk.switching_key())); }
+    for _ in 0..20 { std::hint::black_box(key_switch(&params, &p, rk.switching_key())); }
 }

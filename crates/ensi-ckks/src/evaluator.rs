@@ -9,7 +9,7 @@
 use crate::ciphertext::{Ciphertext, Plaintext};
 use crate::error::{CkksError, Result};
 use crate::keys::{EvaluationKeys, SwitchingKey};
-use crate::keyswitch::{decompose, key_product, key_switch, mod_down_pair};
+use crate::keyswitch::{decompose, key_switch, product_mod_down};
 use crate::params::Parameters;
 use crate::ring::RnsPoly;
 use num_complex::Complex64;
@@ -447,7 +447,7 @@ impl Evaluator {
                 self.galois_key(k)?;
             }
         }
-        let dec = decompose(&self.params, &ct.c1);
+        let mut dec = decompose(&self.params, &ct.c1);
         elements
             .iter()
             .map(|&k| {
@@ -456,8 +456,7 @@ impl Evaluator {
                 }
                 let key = self.galois_key(k)?;
                 let map = ring.automorphism_ntt_map(k);
-                let (a0, a1) = key_product(&self.params, &dec, key, Some(&map));
-                let (u0, u1) = mod_down_pair(&self.params, &a0, &a1);
+                let (u0, u1) = product_mod_down(&self.params, &mut dec, key, Some(&map));
                 let mut c0 = ring.automorphism_ntt_with_map(&ct.c0, &map);
                 ring.add_assign(&mut c0, &u0);
                 Ok(Ciphertext { c0, c1: u1, scale: ct.scale, log_slots: ct.log_slots })

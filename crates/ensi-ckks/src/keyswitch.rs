@@ -1,23 +1,82 @@
-//! Hybrid key switching: decompose (ModUp per digit), multiply by the key,
-//! ModDown by P.
+//! Hybrid key switching: ModUp of each digit, product with the key, ModDown by P.
 //!
-//! The decomposition does not depend on the key, so it is computed once and
-//! shared by many keys ("hoisting"): an automorphism commutes with ModUp, so
-//! rotating the decomposed digits is as good as decomposing the rotated input.
+//! The machines this runs on are bound by memory bandwidth long before
+//! arithmetic (a few GB/s per core), so the steps are arranged to touch each
+//! megabyte as few times as possible:
+//! * ModUp ([`decompose`]) leaves the converted limbs in coefficient form and
+//!   never copies the digit's own limbs (they are read from the input);
+//! * the product with the key and ModDown are fused limb by limb
+//!   ([`product_mod_down`]): each limb of each digit is brought to NTT form in
+//!   place, multiplied into two accumulators that stay in cache, and, for the
+//!   Q primes, combined at once with the converted P part. No QP-sized
+//!   accumulator is ever written to memory.
+//!
+//! The decomposition does not depend on the key, so it can be computed once
+//! and shared by many keys ("hoisting"): an automorphism commutes with ModUp,
+//! so permuting the decomposed digits in NTT form is as good as decomposing
+//! the rotated input.
 
 use crate::keys::SwitchingKey;
 use crate::params::Parameters;
-use crate::ring::RnsPoly;
+use crate::ring::{pool, RnsPoly};
 use rayon::prelude::*;
 
-/// The digits of one polynomial, each extended to Q_l and P, in NTT form.
-pub struct Decomposed {
-    pub(crate) digits: Vec<RnsPoly>,
-    pub(crate) level: usize,
+/// The digits of one polynomial d, each extended to Q_l and P.
+///
+/// Digit j's own limbs are d's limbs (NTT form) and are read from `d`; `ext[j]`
+/// holds the other limbs, the other Q limbs in order then the P limbs, in
+/// coefficient form until [`Decomposed::to_ntt`] (or the fused product)
+/// transforms them.
+pub struct Decomposed<'a> {
+    d: &'a RnsPoly,
+    ext: Vec<RnsPoly>,
+    level: usize,
+    alpha: usize,
+    ntt: bool,
 }
 
-/// ModUp of every digit of `d` (NTT form over q_0..q_level).
-pub fn decompose(params: &Parameters, d: &RnsPoly) -> Decomposed {
+impl Decomposed<'_> {
+    fn own_range(&self, j: usize) -> std::ops::Range<usize> {
+        j * self.alpha..((j + 1) * self.alpha).min(self.level + 1)
+    }
+
+    /// Transforms every converted limb to NTT form, limb by limb across the
+    /// digits so that each prime's tables are loaded once.
+    fn to_ntt(&mut self, params: &Parameters) {
+        if self.ntt {
+            return;
+        }
+        let ring = params.ring();
+        let q_limbs = self.level + 1;
+        for_each_limb_across_digits(self, |i, limbs| {
+            let plan = ring.plan(q_limbs, i);
+            for limb in limbs {
+                plan.forward(limb);
+            }
+        });
+        self.ntt = true;
+    }
+}
+
+/// Calls `f(i, limbs)` in parallel for every limb index i of Q_l and P, with
+/// the converted limbs of all digits at that index.
+fn for_each_limb_across_digits(dec: &mut Decomposed, f: impl Fn(usize, Vec<&mut [u64]>) + Sync) {
+    let total = dec.level + 1 + dec.ext.first().map_or(0, |e| e.p_limbs());
+    let mut per_limb: Vec<Vec<&mut [u64]>> = (0..total).map(|_| Vec::new()).collect();
+    let owns: Vec<_> = (0..dec.ext.len()).map(|j| dec.own_range(j)).collect();
+    let n = dec.d.as_words().len() / dec.d.limbs();
+    for (ext, own) in dec.ext.iter_mut().zip(&owns) {
+        let indices = (0..total).filter(|i| !own.contains(i));
+        for (i, limb) in indices.zip(ext.data.chunks_mut(n)) {
+            per_limb[i].push(limb);
+        }
+    }
+    per_limb.into_par_iter().enumerate().for_each(|(i, limbs)| f(i, limbs));
+}
+
+/// ModUp of every digit of `d` (NTT form over q_0..q_level); the converted
+/// limbs stay in coefficient form.
+fn mod_up<'a>(params: &Parameters, d: &'a RnsPoly) -> Decomposed<'a> {
     assert!(d.is_ntt() && d.p_limbs() == 0);
     let ring = params.ring();
     let n = ring.n();
@@ -27,127 +86,163 @@ pub fn decompose(params: &Parameters, d: &RnsPoly) -> Decomposed {
     let mut coeff = d.clone();
     coeff.data.par_chunks_mut(n).enumerate().for_each(|(i, limb)| ring.plan(q_limbs, i).inverse_unnormalized(limb));
     let alpha = params.alpha();
-    let digit_range = |j: usize| j * alpha..((j + 1) * alpha).min(level + 1);
-    let mut digits: Vec<RnsPoly> = (0..params.digits_at(level))
+    let ext = (0..params.digits_at(level))
         .map(|j| {
-            let range = digit_range(j);
-            // Every limb is written below: the digit's own, or a conversion output.
-            let mut ext = ring.scratch(q_limbs, params.p_count(), true);
-            // The digit's own limbs are already known in NTT form.
-            ext.data[range.start * n..range.end * n].copy_from_slice(&d.data[range.start * n..range.end * n]);
-            let input: Vec<&[u64]> = range.clone().map(|i| coeff.limb(i)).collect();
-            // Target limbs in the converter's order: the other Q limbs, then P.
-            let mut outputs: Vec<&mut [u64]> =
-                ext.data.chunks_mut(n).enumerate().filter(|(i, _)| !range.contains(i)).map(|(_, c)| c).collect();
+            let own = j * alpha..((j + 1) * alpha).min(level + 1);
+            // Every limb is written by the conversion.
+            let mut ext = ring.scratch(q_limbs - own.len(), params.p_count(), false);
+            let input: Vec<&[u64]> = own.clone().map(|i| coeff.limb(i)).collect();
+            let mut outputs: Vec<&mut [u64]> = ext.data.chunks_mut(n).collect();
             params.mod_up(level, j).convert(ring, &input, &mut outputs);
             ext
         })
         .collect();
-    // Forward NTTs limb by limb across the digits, so that each prime's
-    // twiddle tables are loaded into cache once rather than once per digit.
-    let mut per_limb: Vec<Vec<&mut [u64]>> = (0..q_limbs + params.p_count()).map(|_| Vec::new()).collect();
-    for (j, ext) in digits.iter_mut().enumerate() {
-        let range = digit_range(j);
-        for (i, limb) in ext.data.chunks_mut(n).enumerate() {
-            if !range.contains(&i) {
-                per_limb[i].push(limb);
-            }
-        }
+    Decomposed { d, ext, level, alpha, ntt: false }
+}
+
+/// ModUp of every digit of `d` with every limb in NTT form, ready to be
+/// shared by several keys (hoisted rotations).
+pub fn decompose<'a>(params: &Parameters, d: &'a RnsPoly) -> Decomposed<'a> {
+    let mut dec = mod_up(params, d);
+    dec.to_ntt(params);
+    dec
+}
+
+/// acc = sum_j digit_j[i] * key_j[i] (both halves), with the digit limbs
+/// given in NTT form (already permuted if needed).
+fn limb_product(
+    params: &Parameters,
+    q_limbs: usize,
+    key: &SwitchingKey,
+    i: usize,
+    digits: &[&[u64]],
+    acc: &mut [u64],
+) {
+    let plan = params.ring().plan(q_limbs, i);
+    // The key spans every prime: limb i of Q_l is key limb i, P limbs follow all of Q.
+    let key_limb = if i < q_limbs { i } else { params.q_count() + (i - q_limbs) };
+    let n = params.n();
+    let (acc0, acc1) = acc.split_at_mut(n);
+    acc0.fill(0);
+    acc1.fill(0);
+    for (j, x) in digits.iter().enumerate() {
+        plan.mul_acc(acc0, x, key.b[j].limb(key_limb));
+        plan.mul_acc(acc1, x, key.a[j].limb(key_limb));
     }
-    per_limb.into_par_iter().enumerate().for_each(|(i, limbs)| {
-        let plan = ring.plan(q_limbs, i);
-        for limb in limbs {
-            plan.forward(limb);
-        }
-    });
-    Decomposed { digits, level }
 }
 
-/// Sum over digits of digit * key, over Q_l and P, optionally applying the
-/// automorphism `map` (NTT index map) to the digits first.
-pub fn key_product(params: &Parameters, dec: &Decomposed, key: &SwitchingKey, map: Option<&[u32]>) -> (RnsPoly, RnsPoly) {
+/// The key product followed by ModDown, fused limb by limb: returns (u0, u1)
+/// over Q_l with u0 + u1 s ~ d' s', where d' is the decomposed polynomial
+/// permuted by the automorphism `map` (NTT index map), if any.
+///
+/// A coefficient-form decomposition is transformed in place (and consumed);
+/// hoisted callers pass an NTT-form one, which is only read.
+pub fn product_mod_down(
+    params: &Parameters,
+    dec: &mut Decomposed,
+    key: &SwitchingKey,
+    map: Option<&[u32]>,
+) -> (RnsPoly, RnsPoly) {
+    assert!(map.is_none() || dec.ntt, "hoisted automorphisms need an NTT-form decomposition");
     let ring = params.ring();
     let n = ring.n();
-    let level = dec.level;
-    let q_limbs = level + 1;
-    let mut acc0 = ring.zero(q_limbs, params.p_count(), true);
-    let mut acc1 = ring.zero(q_limbs, params.p_count(), true);
-    acc0.data
-        .par_chunks_mut(n)
-        .zip(acc1.data.par_chunks_mut(n))
-        .enumerate()
-        .for_each(|(i, (z0, z1))| {
-            let plan = ring.plan(q_limbs, i);
-            // The key spans every prime: limb i of Q_l is key limb i, P limbs follow all of Q.
-            let key_limb = if i < q_limbs { i } else { params.q_count() + (i - q_limbs) };
-            let mut permuted = if map.is_some() { vec![0u64; n] } else { Vec::new() };
-            for (j, digit) in dec.digits.iter().enumerate() {
-                let x = digit.limb(i);
-                let x = match map {
-                    Some(map) => {
-                        for (o, &src) in permuted.iter_mut().zip(map) {
-                            *o = x[src as usize];
-                        }
-                        &permuted[..]
-                    }
-                    None => x,
-                };
-                plan.mul_acc(z0, x, key.b[j].limb(key_limb));
-                plan.mul_acc(z1, x, key.a[j].limb(key_limb));
-            }
-        });
-    (acc0, acc1)
-}
-
-/// (x - [x]_P) / P for both polynomials of a pair: from Q_l and P down to
-/// Q_l (NTT form in and out). The two are processed limb by limb together so
-/// that each prime's NTT tables are used twice while in cache.
-pub fn mod_down_pair(params: &Parameters, x: &RnsPoly, y: &RnsPoly) -> (RnsPoly, RnsPoly) {
-    let ring = params.ring();
-    let n = ring.n();
-    let q_limbs = x.q_limbs();
-    assert!(y.q_limbs() == q_limbs && x.is_ntt() && y.is_ntt());
-    let level = q_limbs - 1;
+    let q_limbs = dec.level + 1;
     let pc = params.p_count();
-    // [x]_P and [y]_P in coefficient form, interleaved limb by limb.
-    let mut p_coeffs = crate::ring::pool::take(2 * pc * n);
-    for t in 0..pc {
-        p_coeffs[2 * t * n..(2 * t + 1) * n].copy_from_slice(x.limb(q_limbs + t));
-        p_coeffs[(2 * t + 1) * n..(2 * t + 2) * n].copy_from_slice(y.limb(q_limbs + t));
-    }
-    // Unnormalized: the converter folds in N^-1.
-    p_coeffs
-        .par_chunks_mut(n)
-        .enumerate()
-        .for_each(|(k, limb)| ring.plan(q_limbs, q_limbs + k / 2).inverse_unnormalized(limb));
-    // Every limb of the outputs is written by the conversion.
-    let mut out_x = ring.scratch(q_limbs, 0, true);
-    let mut out_y = ring.scratch(q_limbs, 0, true);
-    for (poly_idx, out) in [&mut out_x, &mut out_y].into_iter().enumerate() {
-        let input: Vec<&[u64]> = (0..pc).map(|t| &p_coeffs[(2 * t + poly_idx) * n..(2 * t + poly_idx + 1) * n]).collect();
-        let mut outputs: Vec<&mut [u64]> = out.data.chunks_mut(n).collect();
-        params.mod_down(level).convert_centered(ring, &input, &mut outputs);
-    }
-    crate::ring::pool::give(p_coeffs);
-    let p_inv = params.p_inv_mod_q();
-    out_x.data.par_chunks_mut(n).zip(out_y.data.par_chunks_mut(n)).enumerate().for_each(|(i, (a, b))| {
-        let m = &ring.q()[i];
+    let digit_count = dec.ext.len();
+    let was_ntt = dec.ntt;
+    let d = dec.d;
+    let owns: Vec<_> = (0..digit_count).map(|j| dec.own_range(j)).collect();
+
+    // Per limb: the digits' limbs in NTT form (transforming converted limbs in
+    // place), permuted by `map`, then the product into `acc`.
+    let product = |i: usize, mut converted: Vec<&mut [u64]>, acc: &mut [u64], scratch: &mut [u64]| {
         let plan = ring.plan(q_limbs, i);
-        let (w, ws) = (p_inv[i], m.shoup(p_inv[i]));
-        for (c, src) in [(a, x.limb(i)), (b, y.limb(i))] {
-            plan.forward(c);
-            for (c, &v) in c.iter_mut().zip(src) {
-                *c = m.mul_shoup(m.sub(v, *c), w, ws);
+        if !was_ntt {
+            for limb in converted.iter_mut() {
+                plan.forward(limb);
             }
         }
+        let mut next = converted.iter();
+        let sources: Vec<&[u64]> =
+            owns.iter().map(|own| if own.contains(&i) { d.limb(i) } else { &**next.next().expect("limb") }).collect();
+        match map {
+            None => limb_product(params, q_limbs, key, i, &sources, acc),
+            Some(map) => {
+                for (src, out) in sources.iter().zip(scratch.chunks_mut(n)) {
+                    for (o, &k) in out.iter_mut().zip(map) {
+                        *o = src[k as usize];
+                    }
+                }
+                let permuted: Vec<&[u64]> = scratch.chunks(n).take(digit_count).collect();
+                limb_product(params, q_limbs, key, i, &permuted, acc);
+            }
+        }
+    };
+
+    // The converted limbs of every digit, grouped by limb index (transformed
+    // in place if still in coefficient form, only read otherwise).
+    let mut per_limb: Vec<Vec<&mut [u64]>> = (0..q_limbs + pc).map(|_| Vec::new()).collect();
+    for (ext, own) in dec.ext.iter_mut().zip(&owns) {
+        let indices = (0..q_limbs + pc).filter(|i| !own.contains(i));
+        for (i, limb) in indices.zip(ext.data.chunks_mut(n)) {
+            per_limb[i].push(limb);
+        }
+    }
+    let mut q_lists = per_limb;
+    let p_lists = q_lists.split_off(q_limbs);
+    let scratch_len = if map.is_some() { digit_count * n } else { 0 };
+
+    // P limbs: products, then straight back to coefficients while in cache.
+    let mut p_coeffs = pool::take(2 * pc * n);
+    p_coeffs.par_chunks_mut(2 * n).zip(p_lists.into_par_iter()).enumerate().for_each(|(t, (out, converted))| {
+        let i = q_limbs + t;
+        let mut scratch = pool::take(scratch_len);
+        product(i, converted, out, &mut scratch);
+        pool::give(scratch);
+        let plan = ring.plan(q_limbs, i);
+        // Unnormalized: the converter folds in N^-1.
+        plan.inverse_unnormalized(&mut out[..n]);
+        plan.inverse_unnormalized(&mut out[n..]);
     });
-    (out_x, out_y)
+
+    // [x]_P -> Q_l, exactly (centered), for both halves.
+    let mut out0 = ring.scratch(q_limbs, 0, true);
+    let mut out1 = ring.scratch(q_limbs, 0, true);
+    for (half, out) in [&mut out0, &mut out1].into_iter().enumerate() {
+        let input: Vec<&[u64]> = (0..pc).map(|t| &p_coeffs[(2 * t + half) * n..(2 * t + half + 1) * n]).collect();
+        let mut outputs: Vec<&mut [u64]> = out.data.chunks_mut(n).collect();
+        params.mod_down(dec.level).convert_centered(ring, &input, &mut outputs);
+    }
+    pool::give(p_coeffs);
+
+    // Q limbs: products, and (x - [x]_P) / P at once.
+    let p_inv = params.p_inv_mod_q();
+    out0.data
+        .par_chunks_mut(n)
+        .zip(out1.data.par_chunks_mut(n))
+        .zip(q_lists.into_par_iter())
+        .enumerate()
+        .for_each(|(i, ((c0, c1), converted))| {
+            let mut buf = pool::take(2 * n + scratch_len);
+            let (acc, scratch) = buf.split_at_mut(2 * n);
+            product(i, converted, acc, scratch);
+            let m = &ring.q()[i];
+            let plan = ring.plan(q_limbs, i);
+            let (w, ws) = (p_inv[i], m.shoup(p_inv[i]));
+            for (c, a) in [(c0, &acc[..n]), (c1, &acc[n..])] {
+                plan.forward(c);
+                for (c, &v) in c.iter_mut().zip(a) {
+                    *c = m.mul_shoup(m.sub(v, *c), w, ws);
+                }
+            }
+            pool::give(buf);
+        });
+    dec.ntt = true;
+    (out0, out1)
 }
 
 /// Key switching of `d` (NTT form at some level): returns (u0, u1) with
 /// u0 + u1 s ~ d s', where the key switches s' to s.
 pub fn key_switch(params: &Parameters, d: &RnsPoly, key: &SwitchingKey) -> (RnsPoly, RnsPoly) {
-    let dec = decompose(params, d);
-    let (a0, a1) = key_product(params, &dec, key, None);
-    mod_down_pair(params, &a0, &a1)
+    product_mod_down(params, &mut mod_up(params, d), key, None)
 }

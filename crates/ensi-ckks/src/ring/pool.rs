@@ -25,12 +25,14 @@ static POOL: Mutex<Pool> = Mutex::new(Pool { free: Vec::new(), bytes: 0 });
 pub fn take(len: usize) -> Vec<u64> {
     if len >= MIN_WORDS {
         let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        // The smallest buffer that fits, to keep large ones for large requests.
+        // The smallest buffer that fits, and not one more than twice too big
+        // (handing a large buffer to a small request only moves the fresh
+        // allocation, and its page faults, to the next large request).
         let best = pool
             .free
             .iter()
             .enumerate()
-            .filter(|(_, v)| v.capacity() >= len)
+            .filter(|(_, v)| v.capacity() >= len && v.capacity() <= 2 * len)
             .min_by_key(|(_, v)| v.capacity())
             .map(|(i, _)| i);
         if let Some(i) = best {
