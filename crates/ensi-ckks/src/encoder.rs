@@ -102,7 +102,7 @@ impl Encoder {
             let gap = m / lenq;
             for i in (0..size).step_by(len) {
                 for j in 0..lenh {
-                    let idx = (lenq - self.rot_group[j] % lenq) * gap;
+                    let idx = (lenq - (self.rot_group[j] & (lenq - 1))) * gap;
                     let u = v[i + j] + v[i + j + lenh];
                     let w = (v[i + j] - v[i + j + lenh]) * self.roots[idx];
                     v[i + j] = u;
@@ -128,7 +128,7 @@ impl Encoder {
             let gap = m / lenq;
             for i in (0..size).step_by(len) {
                 for j in 0..lenh {
-                    let idx = (self.rot_group[j] % lenq) * gap;
+                    let idx = (self.rot_group[j] & (lenq - 1)) * gap;
                     let u = v[i + j];
                     let w = v[i + j + lenh] * self.roots[idx];
                     v[i + j] = u + w;
@@ -188,7 +188,8 @@ impl Encoder {
                 max.log2()
             )));
         }
-        let mut poly = ring.zero(level + 1, 0, false);
+        // Every limb is written below.
+        let mut poly = ring.scratch(level + 1, 0, false);
         let n = ring.n();
         let small = max < 9.0e18;
         poly.data.par_chunks_mut(n).enumerate().for_each(|(i, limb)| {

@@ -53,12 +53,9 @@ impl Encryptor {
                 let e1 = self.sampler.gaussian(n);
                 let mut c0 = self.small_poly(&e0, q_limbs);
                 let mut c1 = self.small_poly(&e1, q_limbs);
-                let mut b = pk.b.clone();
-                b.truncate_q(q_limbs);
-                let mut a = pk.a.clone();
-                a.truncate_q(q_limbs);
-                ring.mul_acc(&mut c0, &b, &u);
-                ring.mul_acc(&mut c1, &a, &u);
+                // The key is at the top level; only its first limbs are read.
+                ring.mul_acc(&mut c0, &pk.b, &u);
+                ring.mul_acc(&mut c1, &pk.a, &u);
                 ring.add_assign(&mut c0, &pt.poly);
                 (c0, c1)
             }
@@ -66,12 +63,8 @@ impl Encryptor {
                 let a = self.sampler.uniform_poly(ring, q_limbs, 0);
                 let e = self.sampler.gaussian(n);
                 let mut c0 = self.small_poly(&e, q_limbs);
-                let mut s = sk.poly.clone();
-                s.drop_p();
-                s.truncate_q(q_limbs);
-                let mut as_ = a.clone();
-                ring.mul_assign(&mut as_, &s);
-                ring.sub_assign(&mut c0, &as_);
+                let s = ring.q_prefix(&sk.poly, q_limbs);
+                ring.sub_assign(&mut c0, &ring.mul(&a, &s));
                 ring.add_assign(&mut c0, &pt.poly);
                 (c0, a)
             }
@@ -104,9 +97,7 @@ impl Decryptor {
         {
             return Err(CkksError::ParametersMismatch);
         }
-        let mut s = self.sk.poly.clone();
-        s.drop_p();
-        s.truncate_q(ct.c0.q_limbs());
+        let s = ring.q_prefix(&self.sk.poly, q_limbs);
         let mut m = ct.c0.clone();
         ring.mul_acc(&mut m, &ct.c1, &s);
         Ok(Plaintext { poly: m, scale: ct.scale, log_slots: ct.log_slots })

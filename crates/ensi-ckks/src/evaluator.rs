@@ -220,11 +220,12 @@ impl Evaluator {
         Self::check_slots(ct.log_slots, pt.log_slots)?;
         let p = self.plain_at(pt, ct.level())?;
         let ring = self.params.ring();
-        let mut out = ct.clone();
-        ring.mul_assign(&mut out.c0, &p);
-        ring.mul_assign(&mut out.c1, &p);
-        out.scale *= pt.scale;
-        Ok(out)
+        Ok(Ciphertext {
+            c0: ring.mul(&ct.c0, &p),
+            c1: ring.mul(&ct.c1, &p),
+            scale: ct.scale * pt.scale,
+            log_slots: ct.log_slots,
+        })
     }
 
     /// Residues of round(c) in each Q limb up to `level` (c an integer-valued f64 of any size).
@@ -322,13 +323,10 @@ impl Evaluator {
     pub fn tensor(&self, a: &Ciphertext, b: &Ciphertext) -> Result<CiphertextTensor> {
         let (a, b) = self.aligned(a, b)?;
         let ring = self.params.ring();
-        let mut d0 = a.c0.clone();
-        ring.mul_assign(&mut d0, &b.c0);
-        let mut d1 = a.c0.clone();
-        ring.mul_assign(&mut d1, &b.c1);
+        let d0 = ring.mul(&a.c0, &b.c0);
+        let mut d1 = ring.mul(&a.c0, &b.c1);
         ring.mul_acc(&mut d1, &a.c1, &b.c0);
-        let mut d2 = a.c1.clone();
-        ring.mul_assign(&mut d2, &b.c1);
+        let d2 = ring.mul(&a.c1, &b.c1);
         Ok(CiphertextTensor { d0, d1, d2, scale: a.scale * b.scale, log_slots: a.log_slots })
     }
 
@@ -391,16 +389,21 @@ impl Evaluator {
             let plan = ring.plan(l, i);
             let top_mod = m.reduce(top.value());
             let (w, ws) = (q_inv[i], m.shoup(q_inv[i]));
-            let mut t = vec![0u64; n];
+            // Chains of primes of one size have q_l < 2 q_i: one subtraction reduces.
+            let qi = m.value();
+            let small = top.value() < 2 * qi;
+            let reduce = |v: u64| if small { if v >= qi { v - qi } else { v } } else { m.reduce(v) };
+            let mut t = crate::ring::pool::take(n);
             for (limb, r) in [(lx, &rx), (ly, &ry)] {
                 for (t, &v) in t.iter_mut().zip(r.iter()) {
-                    *t = if v > half { m.sub(m.reduce(v), top_mod) } else { m.reduce(v) };
+                    *t = if v > half { m.sub(reduce(v), top_mod) } else { reduce(v) };
                 }
                 plan.forward(&mut t);
                 for (o, &ti) in limb.iter_mut().zip(&t) {
                     *o = m.mul_shoup(m.sub(*o, ti), w, ws);
                 }
             }
+            crate::ring::pool::give(t);
         });
         (ox, oy)
     }

@@ -5,6 +5,7 @@
 //! conversion, automorphisms) -> [`params`] -> [`encoder`], [`keys`],
 //! [`keyswitch`] -> [`encryption`], [`evaluator`].
 pub mod ciphertext;
+pub mod circuits;
 pub mod encoder;
 pub mod encryption;
 pub mod error;

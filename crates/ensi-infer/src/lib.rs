@@ -1,1 +1,27 @@
-//! Encrypted BitNet inference (ENSI). Built in later issues.
+//! Encrypted BitNet inference (ENSI): the layer between the CKKS engine
+//! (`ensi-ckks`, which knows nothing of transformers) and the model
+//! (`ensi-model`, which knows nothing of encryption).
+//!
+//! Built so far: ENSI's column-wise packing of a hidden state and the
+//! multiplication-free ternary PCMM over it ([`layout`], [`pcmm`]). The
+//! encrypted attention, RMSNorm with bootstrapping, MLP and the whole model
+//! come with later issues; see docs/ARCHITECTURE.md.
+
+pub mod layout;
+pub mod pcmm;
+
+use thiserror::Error;
+
+/// Errors of encrypted inference.
+#[derive(Debug, Error)]
+pub enum InferError {
+    /// An error from the CKKS engine.
+    #[error(transparent)]
+    Ckks(#[from] ensi_ckks::CkksError),
+    /// Shapes that do not fit together.
+    #[error("shape mismatch: {0}")]
+    Shape(String),
+}
+
+/// Result alias of the crate.
+pub type Result<T> = std::result::Result<T, InferError>;

@@ -2,6 +2,7 @@
 //! parses its arguments and calls into the library crates.
 
 mod bench;
+mod demo;
 mod model_cmd;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the built-in model through the encrypted path as far as it is built.
+    Demo(demo::DemoArgs),
     /// Run benchmarks and write machine-readable results.
     Bench(bench::BenchArgs),
     /// Model utilities (write the built-in tiny checkpoint, ...).
@@ -30,6 +33,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Model(cmd) => model_cmd::model(cmd),
         Command::Run(args) => model_cmd::run(args),

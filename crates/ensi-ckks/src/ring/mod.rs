@@ -188,7 +188,8 @@ impl Ring {
     /// A polynomial whose limbs are the residues of signed coefficients.
     pub fn from_signed(&self, coeffs: &[i64], q_limbs: usize, p_limbs: usize) -> RnsPoly {
         assert_eq!(coeffs.len(), self.n());
-        let mut poly = self.zero(q_limbs, p_limbs, false);
+        // Every limb is written below.
+        let mut poly = self.scratch(q_limbs, p_limbs, false);
         let n = self.n();
         poly.data.par_chunks_mut(n).enumerate().for_each(|(i, limb)| {
             let m = &self.moduli[self.modulus_index(q_limbs, i)];
@@ -283,18 +284,36 @@ impl Ring {
             .for_each(|(i, (x, y))| self.plan(q_limbs, i).mul_assign(x, y));
     }
 
-    /// acc += a * b pointwise (all in NTT form).
+    /// acc += a * b pointwise (all in NTT form, Q limbs only). `a` and `b`
+    /// may have more Q limbs than `acc` (a key at a higher level): only the
+    /// first ones are used, without copying them.
     pub fn mul_acc(&self, acc: &mut RnsPoly, a: &RnsPoly, b: &RnsPoly) {
         assert!(acc.ntt && a.ntt && b.ntt);
-        Self::check_same_shape(acc, a);
-        Self::check_same_shape(acc, b);
+        let same = acc.q_limbs == a.q_limbs && acc.q_limbs == b.q_limbs && acc.p_limbs == a.p_limbs && acc.p_limbs == b.p_limbs;
+        assert!(same || (acc.p_limbs == 0 && a.q_limbs >= acc.q_limbs && b.q_limbs >= acc.q_limbs), "mismatched polynomial shapes");
         let n = self.n();
         let q_limbs = acc.q_limbs;
+        let len = acc.data.len();
         acc.data
+            .par_chunks_mut(n)
+            .zip(a.data[..len].par_chunks(n).zip(b.data[..len].par_chunks(n)))
+            .enumerate()
+            .for_each(|(i, (z, (x, y)))| self.plan(q_limbs, i).mul_acc(z, x, y));
+    }
+
+    /// a * b pointwise into a new polynomial (both in NTT form, same shape).
+    pub fn mul(&self, a: &RnsPoly, b: &RnsPoly) -> RnsPoly {
+        assert!(a.ntt && b.ntt);
+        Self::check_same_shape(a, b);
+        let n = self.n();
+        let mut out = self.scratch(a.q_limbs, a.p_limbs, true);
+        let q_limbs = a.q_limbs;
+        out.data
             .par_chunks_mut(n)
             .zip(a.data.par_chunks(n).zip(b.data.par_chunks(n)))
             .enumerate()
-            .for_each(|(i, (z, (x, y)))| self.plan(q_limbs, i).mul_acc(z, x, y));
+            .for_each(|(i, (z, (x, y)))| self.plan(q_limbs, i).mul_into(z, x, y));
+        out
     }
 
     /// a *= c for one constant given by its residue in each limb (as the
