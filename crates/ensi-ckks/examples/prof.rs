@@ -14,7 +14,10 @@ fn min_ms(runs: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let params = ParametersLiteral::preset("n16-l20").unwrap().build().unwrap();
+    let params = ParametersLiteral::preset("n16-l20")
+        .unwrap()
+        .build()
+        .unwrap();
     let ring = params.ring();
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.gen_secret_key();
@@ -25,8 +28,22 @@ fn main() {
     }
     ring.ntt(&mut p);
     let runs = 7;
-    println!("decompose: {:.2} ms", min_ms(runs, || drop(std::hint::black_box(decompose(&params, &p)))));
+    println!(
+        "decompose: {:.2} ms",
+        min_ms(runs, || drop(std::hint::black_box(decompose(&params, &p))))
+    );
     let mut d = decompose(&params, &p);
-    println!("product_mod_down: {:.2} ms", min_ms(runs, || drop(product_mod_down(&params, &mut d, rk.switching_key(), None))));
-    println!("key_switch: {:.2} ms", min_ms(runs, || drop(key_switch(&params, &p, rk.switching_key()))));
+    println!(
+        "product_mod_down: {:.2} ms",
+        min_ms(runs, || drop(product_mod_down(
+            &params,
+            &mut d,
+            rk.switching_key(),
+            None
+        )))
+    );
+    println!(
+        "key_switch: {:.2} ms",
+        min_ms(runs, || drop(key_switch(&params, &p, rk.switching_key())))
+    );
 }

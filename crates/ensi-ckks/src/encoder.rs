@@ -18,10 +18,12 @@ use std::f64::consts::PI;
 /// Encodes and decodes messages for one parameter set.
 pub struct Encoder {
     params: Parameters,
-    /// exp(2 pi i k / 2N) for k in 0..=2N.
-    roots: Vec<Complex64>,
-    /// 5^j mod 2N for j < N/2.
-    rot_group: Vec<usize>,
+    /// Twiddles of the special FFT in the order the butterflies use them:
+    /// the stage of length `len` reads entries `len/2 - 1 .. len - 1`. They do
+    /// not depend on the slot count, so one table serves every sparse size.
+    fft_twiddles: Vec<Complex64>,
+    /// The same for the inverse FFT.
+    fft_inv_twiddles: Vec<Complex64>,
     /// Per level: CRT constants for exact decoding.
     crt: Vec<CrtTable>,
 }
@@ -45,7 +47,7 @@ impl Encoder {
     pub fn new(params: &Parameters) -> Self {
         let n = params.n();
         let m = 2 * n;
-        let roots = (0..=m)
+        let roots: Vec<Complex64> = (0..=m)
             .map(|k| {
                 let a = 2.0 * PI * k as f64 / m as f64;
                 Complex64::new(a.cos(), a.sin())
@@ -57,26 +59,57 @@ impl Encoder {
             rot_group.push(g);
             g = g * 5 % m;
         }
+        // Stage `len` (2, 4, ..., N/2) uses, for butterfly j < len/2, the root
+        // of index (5^j mod 4 len) * (2N / 4 len), or its inverse.
+        let mut fft_twiddles = Vec::with_capacity(n / 2);
+        let mut fft_inv_twiddles = Vec::with_capacity(n / 2);
+        let mut len = 2;
+        while len <= n / 2 {
+            let lenq = 4 * len;
+            let gap = m / lenq;
+            for &r in &rot_group[..len / 2] {
+                let e = r & (lenq - 1);
+                fft_twiddles.push(roots[e * gap]);
+                fft_inv_twiddles.push(roots[(lenq - e) * gap]);
+            }
+            len *= 2;
+        }
         let qm = params.ring().q();
         let crt = (0..params.q_count())
             .map(|l| {
                 let hat_inv = (0..=l)
                     .map(|i| {
                         let m = &qm[i];
-                        let prod = (0..=l).filter(|&k| k != i).fold(1u64, |a, k| m.mul(a, m.reduce(qm[k].value())));
+                        let prod = (0..=l)
+                            .filter(|&k| k != i)
+                            .fold(1u64, |a, k| m.mul(a, m.reduce(qm[k].value())));
                         let inv = m.inv(prod);
                         (inv, m.shoup(inv))
                     })
                     .collect();
                 let hat_low = (0..=l)
-                    .map(|i| (0..=l).filter(|&k| k != i).fold(1u128, |a, k| a.wrapping_mul(qm[k].value() as u128)))
+                    .map(|i| {
+                        (0..=l)
+                            .filter(|&k| k != i)
+                            .fold(1u128, |a, k| a.wrapping_mul(qm[k].value() as u128))
+                    })
                     .collect();
                 let q_low = (0..=l).fold(1u128, |a, k| a.wrapping_mul(qm[k].value() as u128));
                 let q_recip = (0..=l).map(|i| 1.0 / qm[i].value() as f64).collect();
-                CrtTable { hat_inv, hat_low, q_low, q_recip }
+                CrtTable {
+                    hat_inv,
+                    hat_low,
+                    q_low,
+                    q_recip,
+                }
             })
             .collect();
-        Self { params: params.clone(), roots, rot_group, crt }
+        Self {
+            params: params.clone(),
+            fft_twiddles,
+            fft_inv_twiddles,
+            crt,
+        }
     }
 
     /// The parameters.
@@ -94,19 +127,16 @@ impl Encoder {
     /// Slots -> coefficient vector v (in place): the inverse of [`Self::fft_special`].
     fn fft_special_inv(&self, v: &mut [Complex64]) {
         let size = v.len();
-        let m = 2 * self.params.n();
         let mut len = size;
         while len >= 2 {
             let lenh = len / 2;
-            let lenq = len * 4;
-            let gap = m / lenq;
-            for i in (0..size).step_by(len) {
-                for j in 0..lenh {
-                    let idx = (lenq - (self.rot_group[j] & (lenq - 1))) * gap;
-                    let u = v[i + j] + v[i + j + lenh];
-                    let w = (v[i + j] - v[i + j + lenh]) * self.roots[idx];
-                    v[i + j] = u;
-                    v[i + j + lenh] = w;
+            let tw = &self.fft_inv_twiddles[lenh - 1..len - 1];
+            for block in v.chunks_mut(len) {
+                let (lo, hi) = block.split_at_mut(lenh);
+                for ((a, b), &t) in lo.iter_mut().zip(hi.iter_mut()).zip(tw) {
+                    let u = *a + *b;
+                    *b = (*a - *b) * t;
+                    *a = u;
                 }
             }
             len /= 2;
@@ -119,20 +149,17 @@ impl Encoder {
     /// Coefficient vector v -> slots (in place): slot_j = sum_i v_i xi^(5^j i).
     fn fft_special(&self, v: &mut [Complex64]) {
         let size = v.len();
-        let m = 2 * self.params.n();
         bit_reverse(v);
         let mut len = 2;
         while len <= size {
             let lenh = len / 2;
-            let lenq = len * 4;
-            let gap = m / lenq;
-            for i in (0..size).step_by(len) {
-                for j in 0..lenh {
-                    let idx = (self.rot_group[j] & (lenq - 1)) * gap;
-                    let u = v[i + j];
-                    let w = v[i + j + lenh] * self.roots[idx];
-                    v[i + j] = u + w;
-                    v[i + j + lenh] = u - w;
+            let tw = &self.fft_twiddles[lenh - 1..len - 1];
+            for block in v.chunks_mut(len) {
+                let (lo, hi) = block.split_at_mut(lenh);
+                for ((a, b), &t) in lo.iter_mut().zip(hi.iter_mut()).zip(tw) {
+                    let w = *b * t;
+                    *b = *a - w;
+                    *a += w;
                 }
             }
             len *= 2;
@@ -141,16 +168,30 @@ impl Encoder {
 
     /// Encodes complex `values` (at most 2^log_slots; the rest are zero) at
     /// `level` and `scale`.
-    pub fn encode(&self, values: &[Complex64], level: usize, scale: f64, log_slots: u32) -> Result<Plaintext> {
+    pub fn encode(
+        &self,
+        values: &[Complex64],
+        level: usize,
+        scale: f64,
+        log_slots: u32,
+    ) -> Result<Plaintext> {
         let slots = self.check_slots(log_slots)?;
         if values.len() > slots {
-            return Err(CkksError::TooManyValues { got: values.len(), slots });
+            return Err(CkksError::TooManyValues {
+                got: values.len(),
+                slots,
+            });
         }
         if level > self.params.max_level() {
-            return Err(CkksError::LevelTooLow { needed: level, level: self.params.max_level() });
+            return Err(CkksError::LevelTooLow {
+                needed: level,
+                level: self.params.max_level(),
+            });
         }
         if !(scale.is_finite() && scale >= 1.0) {
-            return Err(CkksError::Encoding(format!("scale {scale} must be finite and >= 1")));
+            return Err(CkksError::Encoding(format!(
+                "scale {scale} must be finite and >= 1"
+            )));
         }
         let mut v = vec![Complex64::new(0.0, 0.0); slots];
         for (d, s) in v.iter_mut().zip(values) {
@@ -168,11 +209,21 @@ impl Encoder {
             coeffs[i * gap + n / 2] = (c.im * scale).round();
         }
         let poly = self.coeffs_to_poly(&coeffs, level)?;
-        Ok(Plaintext { poly, scale, log_slots })
+        Ok(Plaintext {
+            poly,
+            scale,
+            log_slots,
+        })
     }
 
     /// Encodes real `values`.
-    pub fn encode_real(&self, values: &[f64], level: usize, scale: f64, log_slots: u32) -> Result<Plaintext> {
+    pub fn encode_real(
+        &self,
+        values: &[f64],
+        level: usize,
+        scale: f64,
+        log_slots: u32,
+    ) -> Result<Plaintext> {
         let v: Vec<Complex64> = values.iter().map(|&x| Complex64::new(x, 0.0)).collect();
         self.encode(&v, level, scale, log_slots)
     }
@@ -180,7 +231,10 @@ impl Encoder {
     /// Rounded real coefficients -> RNS polynomial in NTT form at `level`.
     fn coeffs_to_poly(&self, coeffs: &[f64], level: usize) -> Result<crate::ring::RnsPoly> {
         let ring = self.params.ring();
-        let log_q: f64 = self.params.q()[..=level].iter().map(|&q| (q as f64).log2()).sum();
+        let log_q: f64 = self.params.q()[..=level]
+            .iter()
+            .map(|&q| (q as f64).log2())
+            .sum();
         let max = coeffs.iter().fold(0f64, |a, &c| a.max(c.abs()));
         if max >= (log_q - 1.0).exp2() {
             return Err(CkksError::Encoding(format!(
@@ -192,18 +246,21 @@ impl Encoder {
         let mut poly = ring.scratch(level + 1, 0, false);
         let n = ring.n();
         let small = max < 9.0e18;
-        poly.data.par_chunks_mut(n).enumerate().for_each(|(i, limb)| {
-            let m = &ring.q()[i];
-            if small {
-                for (r, &c) in limb.iter_mut().zip(coeffs) {
-                    *r = m.reduce_i64(c as i64);
+        poly.data
+            .par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(i, limb)| {
+                let m = &ring.q()[i];
+                if small {
+                    for (r, &c) in limb.iter_mut().zip(coeffs) {
+                        *r = m.reduce_i64(c as i64);
+                    }
+                } else {
+                    for (r, &c) in limb.iter_mut().zip(coeffs) {
+                        *r = reduce_f64_integer(c, m);
+                    }
                 }
-            } else {
-                for (r, &c) in limb.iter_mut().zip(coeffs) {
-                    *r = reduce_f64_integer(c, m);
-                }
-            }
-        });
+            });
         ring.ntt(&mut poly);
         Ok(poly)
     }
@@ -286,13 +343,18 @@ mod tests {
     use crate::params::ParametersLiteral;
 
     fn params() -> Parameters {
-        ParametersLiteral::preset("insecure-n10").unwrap().build().unwrap()
+        ParametersLiteral::preset("insecure-n10")
+            .unwrap()
+            .build()
+            .unwrap()
     }
 
     fn random_values(n: usize, seed: u64) -> Vec<Complex64> {
         let mut s = seed;
         let mut next = || {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
         };
         (0..n).map(|_| Complex64::new(next(), next())).collect()
@@ -307,7 +369,9 @@ mod tests {
                 let e = (0..j).fold(1usize, |g, _| g * 5 % m);
                 v.iter()
                     .enumerate()
-                    .map(|(i, &c)| c * Complex64::from_polar(1.0, 2.0 * PI * ((e * i) % m) as f64 / m as f64))
+                    .map(|(i, &c)| {
+                        c * Complex64::from_polar(1.0, 2.0 * PI * ((e * i) % m) as f64 / m as f64)
+                    })
                     .sum()
             })
             .collect()
@@ -341,9 +405,16 @@ mod tests {
                 let pt = enc.encode(&v, level, p.default_scale(), log_slots).unwrap();
                 assert_eq!(pt.level(), level);
                 let back = enc.decode(&pt);
-                let err = v.iter().zip(&back).map(|(a, b)| (a - b).norm()).fold(0.0, f64::max);
+                let err = v
+                    .iter()
+                    .zip(&back)
+                    .map(|(a, b)| (a - b).norm())
+                    .fold(0.0, f64::max);
                 // Rounding to integers at scale 2^40 loses about 2^-40 per coefficient.
-                assert!(err < 2f64.powi(-30), "log_slots {log_slots} level {level}: error {err}");
+                assert!(
+                    err < 2f64.powi(-30),
+                    "log_slots {log_slots} level {level}: error {err}"
+                );
             }
         }
     }
@@ -366,11 +437,26 @@ mod tests {
         let p = params();
         let enc = Encoder::new(&p);
         let s = p.default_scale();
-        assert!(matches!(enc.encode(&random_values(9, 1), 0, s, 3), Err(CkksError::TooManyValues { .. })));
-        assert!(matches!(enc.encode(&[], 0, s, 10), Err(CkksError::InvalidSlots(10))));
-        assert!(matches!(enc.encode_real(&[f64::NAN], 0, s, 3), Err(CkksError::Encoding(_))));
+        assert!(matches!(
+            enc.encode(&random_values(9, 1), 0, s, 3),
+            Err(CkksError::TooManyValues { .. })
+        ));
+        assert!(matches!(
+            enc.encode(&[], 0, s, 10),
+            Err(CkksError::InvalidSlots(10))
+        ));
+        assert!(matches!(
+            enc.encode_real(&[f64::NAN], 0, s, 3),
+            Err(CkksError::Encoding(_))
+        ));
         // 2^20 * 2^40 does not fit under q_0 ~ 2^50.
-        assert!(matches!(enc.encode_real(&[1e6], 0, s, 3), Err(CkksError::Encoding(_))));
-        assert!(matches!(enc.encode_real(&[1.0], 99, s, 3), Err(CkksError::LevelTooLow { .. })));
+        assert!(matches!(
+            enc.encode_real(&[1e6], 0, s, 3),
+            Err(CkksError::Encoding(_))
+        ));
+        assert!(matches!(
+            enc.encode_real(&[1.0], 99, s, 3),
+            Err(CkksError::LevelTooLow { .. })
+        ));
     }
 }

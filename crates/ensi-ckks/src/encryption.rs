@@ -22,12 +22,20 @@ enum EncryptionKey {
 impl Encryptor {
     /// Public-key encryption: (b u + e0 + m, a u + e1) with ternary u.
     pub fn with_public_key(params: &Parameters, pk: &PublicKey) -> Self {
-        Self { params: params.clone(), key: EncryptionKey::Public(pk.clone()), sampler: Sampler::from_os() }
+        Self {
+            params: params.clone(),
+            key: EncryptionKey::Public(pk.clone()),
+            sampler: Sampler::from_os(),
+        }
     }
 
     /// Secret-key encryption: (-a s + e + m, a), with less noise than public-key encryption.
     pub fn with_secret_key(params: &Parameters, sk: &SecretKey) -> Self {
-        Self { params: params.clone(), key: EncryptionKey::Secret(sk.clone()), sampler: Sampler::from_os() }
+        Self {
+            params: params.clone(),
+            key: EncryptionKey::Secret(sk.clone()),
+            sampler: Sampler::from_os(),
+        }
     }
 
     fn small_poly(&self, coeffs: &[i64], q_limbs: usize) -> RnsPoly {
@@ -69,7 +77,12 @@ impl Encryptor {
                 (c0, a)
             }
         };
-        Ok(Ciphertext { c0, c1, scale: pt.scale, log_slots: pt.log_slots })
+        Ok(Ciphertext {
+            c0,
+            c1,
+            scale: pt.scale,
+            log_slots: pt.log_slots,
+        })
     }
 }
 
@@ -100,6 +113,10 @@ impl Decryptor {
         let s = ring.q_prefix(&self.sk.poly, q_limbs);
         let mut m = ct.c0.clone();
         ring.mul_acc(&mut m, &ct.c1, &s);
-        Ok(Plaintext { poly: m, scale: ct.scale, log_slots: ct.log_slots })
+        Ok(Plaintext {
+            poly: m,
+            scale: ct.scale,
+            log_slots: ct.log_slots,
+        })
     }
 }

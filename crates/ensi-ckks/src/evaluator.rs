@@ -47,7 +47,11 @@ impl Evaluator {
         coeffs[ring.n() / 2] = 1;
         let mut monomial_i = ring.from_signed(&coeffs, ring.q_count(), 0);
         ring.ntt(&mut monomial_i);
-        Self { params: params.clone(), keys, monomial_i }
+        Self {
+            params: params.clone(),
+            keys,
+            monomial_i,
+        }
     }
 
     /// The parameters.
@@ -78,7 +82,10 @@ impl Evaluator {
 
     fn check_scales(a: f64, b: f64) -> Result<()> {
         if ((a / b) - 1.0).abs() > SCALE_TOLERANCE {
-            return Err(CkksError::ScaleMismatch { a: a.log2(), b: b.log2() });
+            return Err(CkksError::ScaleMismatch {
+                a: a.log2(),
+                b: b.log2(),
+            });
         }
         Ok(())
     }
@@ -94,7 +101,10 @@ impl Evaluator {
     pub fn drop_to_level(&self, ct: &Ciphertext, level: usize) -> Result<Ciphertext> {
         self.check(ct)?;
         if level > ct.level() {
-            return Err(CkksError::LevelTooLow { needed: level, level: ct.level() });
+            return Err(CkksError::LevelTooLow {
+                needed: level,
+                level: ct.level(),
+            });
         }
         let mut out = ct.clone();
         out.c0.truncate_q(level + 1);
@@ -103,24 +113,41 @@ impl Evaluator {
     }
 
     /// Brings two ciphertexts to the lower of their levels.
-    fn aligned<'a>(&self, a: &'a Ciphertext, b: &'a Ciphertext) -> Result<(std::borrow::Cow<'a, Ciphertext>, std::borrow::Cow<'a, Ciphertext>)> {
+    fn aligned<'a>(
+        &self,
+        a: &'a Ciphertext,
+        b: &'a Ciphertext,
+    ) -> Result<(
+        std::borrow::Cow<'a, Ciphertext>,
+        std::borrow::Cow<'a, Ciphertext>,
+    )> {
         use std::borrow::Cow;
         self.check(a)?;
         self.check(b)?;
         Check::slots(a, b)?;
         Ok(match a.level().cmp(&b.level()) {
             std::cmp::Ordering::Equal => (Cow::Borrowed(a), Cow::Borrowed(b)),
-            std::cmp::Ordering::Greater => (Cow::Owned(self.drop_to_level(a, b.level())?), Cow::Borrowed(b)),
-            std::cmp::Ordering::Less => (Cow::Borrowed(a), Cow::Owned(self.drop_to_level(b, a.level())?)),
+            std::cmp::Ordering::Greater => (
+                Cow::Owned(self.drop_to_level(a, b.level())?),
+                Cow::Borrowed(b),
+            ),
+            std::cmp::Ordering::Less => (
+                Cow::Borrowed(a),
+                Cow::Owned(self.drop_to_level(b, a.level())?),
+            ),
         })
     }
 
     /// The plaintext polynomial at `level` (dropping primes; error if the plaintext is lower).
     fn plain_at(&self, pt: &Plaintext, level: usize) -> Result<RnsPoly> {
         if pt.level() < level {
-            return Err(CkksError::LevelTooLow { needed: level, level: pt.level() });
+            return Err(CkksError::LevelTooLow {
+                needed: level,
+                level: pt.level(),
+            });
         }
-        if pt.poly.p_limbs() != 0 || pt.poly.as_words().len() != pt.poly.q_limbs() * self.params.n() {
+        if pt.poly.p_limbs() != 0 || pt.poly.as_words().len() != pt.poly.q_limbs() * self.params.n()
+        {
             return Err(CkksError::ParametersMismatch);
         }
         let mut p = pt.poly.clone();
@@ -133,10 +160,12 @@ impl Evaluator {
         let (a, b) = self.aligned(a, b)?;
         Self::check_scales(a.scale, b.scale)?;
         let ring = self.params.ring();
-        let mut out = a.into_owned();
-        ring.add_assign(&mut out.c0, &b.c0);
-        ring.add_assign(&mut out.c1, &b.c1);
-        Ok(out)
+        Ok(Ciphertext {
+            c0: ring.add(&a.c0, &b.c0),
+            c1: ring.add(&a.c1, &b.c1),
+            scale: a.scale,
+            log_slots: a.log_slots,
+        })
     }
 
     /// a += b (same level and scale).
@@ -160,10 +189,12 @@ impl Evaluator {
         let (a, b) = self.aligned(a, b)?;
         Self::check_scales(a.scale, b.scale)?;
         let ring = self.params.ring();
-        let mut out = a.into_owned();
-        ring.sub_assign(&mut out.c0, &b.c0);
-        ring.sub_assign(&mut out.c1, &b.c1);
-        Ok(out)
+        Ok(Ciphertext {
+            c0: ring.sub(&a.c0, &b.c0),
+            c1: ring.sub(&a.c1, &b.c1),
+            scale: a.scale,
+            log_slots: a.log_slots,
+        })
     }
 
     /// a -= b (same level and scale).
@@ -230,7 +261,10 @@ impl Evaluator {
 
     /// Residues of round(c) in each Q limb up to `level` (c an integer-valued f64 of any size).
     fn integer_residues(&self, c: f64, level: usize) -> Vec<u64> {
-        self.params.ring().q()[..=level].iter().map(|m| crate::encoder::reduce_f64_integer(c.round(), m)).collect()
+        self.params.ring().q()[..=level]
+            .iter()
+            .map(|m| crate::encoder::reduce_f64_integer(c.round(), m))
+            .collect()
     }
 
     /// ct + c for a complex constant c in every slot.
@@ -251,10 +285,17 @@ impl Evaluator {
 
     /// ct * round(c * const_scale) without rescaling: the scale becomes
     /// scale * const_scale. `c` may be complex (the imaginary part multiplies by X^{N/2}).
-    pub fn mul_const_scaled(&self, ct: &Ciphertext, c: Complex64, const_scale: f64) -> Result<Ciphertext> {
+    pub fn mul_const_scaled(
+        &self,
+        ct: &Ciphertext,
+        c: Complex64,
+        const_scale: f64,
+    ) -> Result<Ciphertext> {
         self.check(ct)?;
         if !(c.re.is_finite() && c.im.is_finite() && const_scale.is_finite() && const_scale > 0.0) {
-            return Err(CkksError::Encoding(format!("constant {c} at scale {const_scale}")));
+            return Err(CkksError::Encoding(format!(
+                "constant {c} at scale {const_scale}"
+            )));
         }
         let ring = self.params.ring();
         let level = ct.level();
@@ -283,7 +324,10 @@ impl Evaluator {
     pub fn mul_const(&self, ct: &Ciphertext, c: Complex64) -> Result<Ciphertext> {
         self.check(ct)?;
         if ct.level() == 0 {
-            return Err(CkksError::LevelTooLow { needed: 1, level: 0 });
+            return Err(CkksError::LevelTooLow {
+                needed: 1,
+                level: 0,
+            });
         }
         let q_top = self.params.q()[ct.level()] as f64;
         let out = self.mul_const_scaled(ct, c, q_top)?;
@@ -294,7 +338,10 @@ impl Evaluator {
     pub fn mul_int(&self, ct: &Ciphertext, k: i64) -> Result<Ciphertext> {
         self.check(ct)?;
         let ring = self.params.ring();
-        let r: Vec<u64> = ring.q()[..=ct.level()].iter().map(|m| m.reduce_i64(k)).collect();
+        let r: Vec<u64> = ring.q()[..=ct.level()]
+            .iter()
+            .map(|m| m.reduce_i64(k))
+            .collect();
         let mut out = ct.clone();
         ring.mul_scalar_rns(&mut out.c0, &r);
         ring.mul_scalar_rns(&mut out.c1, &r);
@@ -306,14 +353,21 @@ impl Evaluator {
     pub fn set_scale_to(&self, ct: &Ciphertext, target: f64) -> Result<Ciphertext> {
         self.check(ct)?;
         if ct.level() == 0 {
-            return Err(CkksError::LevelTooLow { needed: 1, level: 0 });
+            return Err(CkksError::LevelTooLow {
+                needed: 1,
+                level: 0,
+            });
         }
         let q_top = self.params.q()[ct.level()] as f64;
         let const_scale = target * q_top / ct.scale;
         if const_scale < 2f64.powi(20) {
-            return Err(CkksError::Encoding(format!("target scale 2^{:.1} too small to reach", target.log2())));
+            return Err(CkksError::Encoding(format!(
+                "target scale 2^{:.1} too small to reach",
+                target.log2()
+            )));
         }
-        let mut out = self.rescale(&self.mul_const_scaled(ct, Complex64::new(1.0, 0.0), const_scale)?)?;
+        let mut out =
+            self.rescale(&self.mul_const_scaled(ct, Complex64::new(1.0, 0.0), const_scale)?)?;
         // The rounding of const_scale is folded into the recorded scale exactly.
         out.scale = ct.scale * const_scale.round() / q_top;
         Ok(out)
@@ -327,23 +381,36 @@ impl Evaluator {
         let mut d1 = ring.mul(&a.c0, &b.c1);
         ring.mul_acc(&mut d1, &a.c1, &b.c0);
         let d2 = ring.mul(&a.c1, &b.c1);
-        Ok(CiphertextTensor { d0, d1, d2, scale: a.scale * b.scale, log_slots: a.log_slots })
+        Ok(CiphertextTensor {
+            d0,
+            d1,
+            d2,
+            scale: a.scale * b.scale,
+            log_slots: a.log_slots,
+        })
     }
 
     fn relin_key(&self) -> Result<&SwitchingKey> {
-        self.keys.relin.as_ref().map(|k| &k.0).ok_or(CkksError::MissingRelinKey)
+        self.keys
+            .relin
+            .as_ref()
+            .map(|k| &k.0)
+            .ok_or(CkksError::MissingRelinKey)
     }
 
     /// Switches d2 s^2 back to a ciphertext under s.
     pub fn relinearize(&self, t: &CiphertextTensor) -> Result<Ciphertext> {
         let key = self.relin_key()?;
-        let (u0, u1) = key_switch(&self.params, &t.d2, key);
+        let (mut u0, mut u1) = key_switch(&self.params, &t.d2, key);
         let ring = self.params.ring();
-        let mut c0 = t.d0.clone();
-        let mut c1 = t.d1.clone();
-        ring.add_assign(&mut c0, &u0);
-        ring.add_assign(&mut c1, &u1);
-        Ok(Ciphertext { c0, c1, scale: t.scale, log_slots: t.log_slots })
+        ring.add_assign(&mut u0, &t.d0);
+        ring.add_assign(&mut u1, &t.d1);
+        Ok(Ciphertext {
+            c0: u0,
+            c1: u1,
+            scale: t.scale,
+            log_slots: t.log_slots,
+        })
     }
 
     /// a * b with relinearization, without rescaling.
@@ -361,11 +428,19 @@ impl Evaluator {
         self.check(ct)?;
         let l = ct.level();
         if l == 0 {
-            return Err(CkksError::LevelTooLow { needed: 1, level: 0 });
+            return Err(CkksError::LevelTooLow {
+                needed: 1,
+                level: 0,
+            });
         }
         let q_top = self.params.q()[l];
         let (c0, c1) = self.rescale_pair(&ct.c0, &ct.c1);
-        Ok(Ciphertext { c0, c1, scale: ct.scale / q_top as f64, log_slots: ct.log_slots })
+        Ok(Ciphertext {
+            c0,
+            c1,
+            scale: ct.scale / q_top as f64,
+            log_slots: ct.log_slots,
+        })
     }
 
     /// round(x / q_l) over the remaining primes, in NTT form, for two
@@ -384,32 +459,54 @@ impl Evaluator {
         let q_inv = self.params.q_inv(l);
         let mut ox = ring.q_prefix(x, l);
         let mut oy = ring.q_prefix(y, l);
-        ox.data.par_chunks_mut(n).zip(oy.data.par_chunks_mut(n)).enumerate().for_each(|(i, (lx, ly))| {
-            let m = &ring.q()[i];
-            let plan = ring.plan(l, i);
-            let top_mod = m.reduce(top.value());
-            let (w, ws) = (q_inv[i], m.shoup(q_inv[i]));
-            // Chains of primes of one size have q_l < 2 q_i: one subtraction reduces.
-            let qi = m.value();
-            let small = top.value() < 2 * qi;
-            let reduce = |v: u64| if small { if v >= qi { v - qi } else { v } } else { m.reduce(v) };
-            let mut t = crate::ring::pool::take(n);
-            for (limb, r) in [(lx, &rx), (ly, &ry)] {
-                for (t, &v) in t.iter_mut().zip(r.iter()) {
-                    *t = if v > half { m.sub(reduce(v), top_mod) } else { reduce(v) };
+        ox.data
+            .par_chunks_mut(n)
+            .zip(oy.data.par_chunks_mut(n))
+            .enumerate()
+            .for_each(|(i, (lx, ly))| {
+                let m = &ring.q()[i];
+                let plan = ring.plan(l, i);
+                let top_mod = m.reduce(top.value());
+                let (w, ws) = (q_inv[i], m.shoup(q_inv[i]));
+                // Chains of primes of one size have q_l < 2 q_i: one subtraction reduces.
+                let qi = m.value();
+                let small = top.value() < 2 * qi;
+                let reduce = |v: u64| {
+                    if small {
+                        if v >= qi {
+                            v - qi
+                        } else {
+                            v
+                        }
+                    } else {
+                        m.reduce(v)
+                    }
+                };
+                let mut t = crate::ring::pool::take(n);
+                for (limb, r) in [(lx, &rx), (ly, &ry)] {
+                    for (t, &v) in t.iter_mut().zip(r.iter()) {
+                        *t = if v > half {
+                            m.sub(reduce(v), top_mod)
+                        } else {
+                            reduce(v)
+                        };
+                    }
+                    plan.forward(&mut t);
+                    for (o, &ti) in limb.iter_mut().zip(&t) {
+                        *o = m.mul_shoup(m.sub(*o, ti), w, ws);
+                    }
                 }
-                plan.forward(&mut t);
-                for (o, &ti) in limb.iter_mut().zip(&t) {
-                    *o = m.mul_shoup(m.sub(*o, ti), w, ws);
-                }
-            }
-            crate::ring::pool::give(t);
-        });
+                crate::ring::pool::give(t);
+            });
         (ox, oy)
     }
 
     fn galois_key(&self, k: u64) -> Result<&SwitchingKey> {
-        self.keys.galois.get(&k).map(|g| &g.key).ok_or(CkksError::MissingGaloisKey(k))
+        self.keys
+            .galois
+            .get(&k)
+            .map(|g| &g.key)
+            .ok_or(CkksError::MissingGaloisKey(k))
     }
 
     /// Applies X -> X^k and switches back to s with the Galois key for k.
@@ -422,7 +519,12 @@ impl Evaluator {
         let (u0, u1) = key_switch(&self.params, &c1, key);
         let mut c0 = ring.automorphism_ntt_with_map(&ct.c0, &map);
         ring.add_assign(&mut c0, &u0);
-        Ok(Ciphertext { c0, c1: u1, scale: ct.scale, log_slots: ct.log_slots })
+        Ok(Ciphertext {
+            c0,
+            c1: u1,
+            scale: ct.scale,
+            log_slots: ct.log_slots,
+        })
     }
 
     /// Rotates the slots left by `step` (right for negative steps).
@@ -444,7 +546,10 @@ impl Evaluator {
     pub fn rotate_hoisted(&self, ct: &Ciphertext, steps: &[i64]) -> Result<Vec<Ciphertext>> {
         self.check(ct)?;
         let ring = self.params.ring();
-        let elements: Vec<u64> = steps.iter().map(|&s| ring.galois_element_for_rotation(s)).collect();
+        let elements: Vec<u64> = steps
+            .iter()
+            .map(|&s| ring.galois_element_for_rotation(s))
+            .collect();
         for &k in &elements {
             if k != 1 {
                 self.galois_key(k)?;
@@ -462,7 +567,12 @@ impl Evaluator {
                 let (u0, u1) = product_mod_down(&self.params, &mut dec, key, Some(&map));
                 let mut c0 = ring.automorphism_ntt_with_map(&ct.c0, &map);
                 ring.add_assign(&mut c0, &u0);
-                Ok(Ciphertext { c0, c1: u1, scale: ct.scale, log_slots: ct.log_slots })
+                Ok(Ciphertext {
+                    c0,
+                    c1: u1,
+                    scale: ct.scale,
+                    log_slots: ct.log_slots,
+                })
             })
             .collect()
     }

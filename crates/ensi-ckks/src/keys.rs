@@ -29,7 +29,11 @@ impl SecretKey {
         let ring = params.ring();
         let mut poly = ring.from_signed(coeffs, ring.q_count(), ring.p_count());
         ring.ntt(&mut poly);
-        SecretKey { params: params.clone(), coeffs: coeffs.iter().map(|&c| c as i8).collect(), poly }
+        SecretKey {
+            params: params.clone(),
+            coeffs: coeffs.iter().map(|&c| c as i8).collect(),
+            poly,
+        }
     }
 }
 
@@ -83,7 +87,11 @@ impl GaloisKey {
 impl SwitchingKey {
     /// Size of the raw residues in memory (both parts).
     pub fn byte_size(&self) -> usize {
-        self.b.iter().chain(&self.a).map(|p| p.as_words().len() * 8).sum()
+        self.b
+            .iter()
+            .chain(&self.a)
+            .map(|p| p.as_words().len() * 8)
+            .sum()
     }
 }
 
@@ -114,7 +122,11 @@ pub(crate) const STREAM_PUBLIC_KEY: u64 = u64::MAX;
 
 /// Expands the uniform `a` of digit `digit` of a switching key from its seed.
 pub(crate) fn expand_switching_a(params: &Parameters, seed: [u8; 32], digit: usize) -> RnsPoly {
-    Sampler::from_seed(seed, digit as u64).uniform_poly(params.ring(), params.q_count(), params.p_count())
+    Sampler::from_seed(seed, digit as u64).uniform_poly(
+        params.ring(),
+        params.q_count(),
+        params.p_count(),
+    )
 }
 
 /// Expands the uniform `a` of a public key from its seed.
@@ -125,7 +137,10 @@ pub(crate) fn expand_public_a(params: &Parameters, seed: [u8; 32]) -> RnsPoly {
 impl KeyGenerator {
     /// A key generator for `params`.
     pub fn new(params: &Parameters) -> Self {
-        Self { params: params.clone(), sampler: Sampler::from_os() }
+        Self {
+            params: params.clone(),
+            sampler: Sampler::from_os(),
+        }
     }
 
     /// A fresh uniform ternary secret key.
@@ -178,7 +193,10 @@ impl KeyGenerator {
                 let m = &ring.q()[i];
                 let w = params.p_mod_q()[i];
                 let ws = m.shoup(w);
-                let (b_limb, s_limb) = (&mut b.data[i * n..(i + 1) * n], &s_from.data[i * n..(i + 1) * n]);
+                let (b_limb, s_limb) = (
+                    &mut b.data[i * n..(i + 1) * n],
+                    &s_from.data[i * n..(i + 1) * n],
+                );
                 for (x, &s) in b_limb.iter_mut().zip(s_limb) {
                     *x = m.add(*x, m.mul_shoup(s, w, ws));
                 }
@@ -186,7 +204,11 @@ impl KeyGenerator {
             bs.push(b);
             as_.push(a);
         }
-        SwitchingKey { b: bs, a: as_, seed }
+        SwitchingKey {
+            b: bs,
+            a: as_,
+            seed,
+        }
     }
 
     /// The relinearization key (s^2 -> s).
@@ -201,27 +223,42 @@ impl KeyGenerator {
     pub fn gen_galois_key(&mut self, sk: &SecretKey, galois_element: u64) -> Result<GaloisKey> {
         let two_n = 2 * self.params.n() as u64;
         if galois_element & 1 == 0 || galois_element >= two_n {
-            return Err(CkksError::InvalidParameters(format!("Galois element {galois_element} must be odd and < 2N")));
+            return Err(CkksError::InvalidParameters(format!(
+                "Galois element {galois_element} must be odd and < 2N"
+            )));
         }
         let s_k = self.params.ring().automorphism(&sk.poly, galois_element);
-        Ok(GaloisKey { galois_element, key: self.gen_switching_key(sk, &s_k) })
+        Ok(GaloisKey {
+            galois_element,
+            key: self.gen_switching_key(sk, &s_k),
+        })
     }
 
     /// The Galois key that rotates slots left by `step` (negative: right).
     pub fn gen_rotation_key(&mut self, sk: &SecretKey, step: i64) -> GaloisKey {
         let k = self.params.ring().galois_element_for_rotation(step);
-        self.gen_galois_key(sk, k).expect("rotation elements are valid")
+        self.gen_galois_key(sk, k)
+            .expect("rotation elements are valid")
     }
 
     /// The Galois key that conjugates every slot.
     pub fn gen_conjugation_key(&mut self, sk: &SecretKey) -> GaloisKey {
         let k = self.params.ring().galois_element_conjugate();
-        self.gen_galois_key(sk, k).expect("conjugation element is valid")
+        self.gen_galois_key(sk, k)
+            .expect("conjugation element is valid")
     }
 
     /// A relinearization key and rotation keys for `steps`.
-    pub fn gen_evaluation_keys(&mut self, sk: &SecretKey, steps: &[i64], conjugate: bool) -> EvaluationKeys {
-        let mut keys = EvaluationKeys { relin: Some(self.gen_relin_key(sk)), galois: BTreeMap::new() };
+    pub fn gen_evaluation_keys(
+        &mut self,
+        sk: &SecretKey,
+        steps: &[i64],
+        conjugate: bool,
+    ) -> EvaluationKeys {
+        let mut keys = EvaluationKeys {
+            relin: Some(self.gen_relin_key(sk)),
+            galois: BTreeMap::new(),
+        };
         for &s in steps {
             let k = self.params.ring().galois_element_for_rotation(s);
             if k != 1 && !keys.galois.contains_key(&k) {

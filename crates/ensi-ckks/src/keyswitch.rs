@@ -71,7 +71,10 @@ fn for_each_limb_across_digits(dec: &mut Decomposed, f: impl Fn(usize, Vec<&mut 
             per_limb[i].push(limb);
         }
     }
-    per_limb.into_par_iter().enumerate().for_each(|(i, limbs)| f(i, limbs));
+    per_limb
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(i, limbs)| f(i, limbs));
 }
 
 /// ModUp of every digit of `d` (NTT form over q_0..q_level); the converted
@@ -84,7 +87,11 @@ fn mod_up<'a>(params: &Parameters, d: &'a RnsPoly) -> Decomposed<'a> {
     let q_limbs = level + 1;
     // Unnormalized: the converters fold in N^-1.
     let mut coeff = d.clone();
-    coeff.data.par_chunks_mut(n).enumerate().for_each(|(i, limb)| ring.plan(q_limbs, i).inverse_unnormalized(limb));
+    coeff
+        .data
+        .par_chunks_mut(n)
+        .enumerate()
+        .for_each(|(i, limb)| ring.plan(q_limbs, i).inverse_unnormalized(limb));
     let alpha = params.alpha();
     let ext = (0..params.digits_at(level))
         .map(|j| {
@@ -97,7 +104,13 @@ fn mod_up<'a>(params: &Parameters, d: &'a RnsPoly) -> Decomposed<'a> {
             ext
         })
         .collect();
-    Decomposed { d, ext, level, alpha, ntt: false }
+    Decomposed {
+        d,
+        ext,
+        level,
+        alpha,
+        ntt: false,
+    }
 }
 
 /// ModUp of every digit of `d` with every limb in NTT form, ready to be
@@ -120,7 +133,11 @@ fn limb_product(
 ) {
     let plan = params.ring().plan(q_limbs, i);
     // The key spans every prime: limb i of Q_l is key limb i, P limbs follow all of Q.
-    let key_limb = if i < q_limbs { i } else { params.q_count() + (i - q_limbs) };
+    let key_limb = if i < q_limbs {
+        i
+    } else {
+        params.q_count() + (i - q_limbs)
+    };
     let n = params.n();
     let (acc0, acc1) = acc.split_at_mut(n);
     acc0.fill(0);
@@ -143,7 +160,10 @@ pub fn product_mod_down(
     key: &SwitchingKey,
     map: Option<&[u32]>,
 ) -> (RnsPoly, RnsPoly) {
-    assert!(map.is_none() || dec.ntt, "hoisted automorphisms need an NTT-form decomposition");
+    assert!(
+        map.is_none() || dec.ntt,
+        "hoisted automorphisms need an NTT-form decomposition"
+    );
     let ring = params.ring();
     let n = ring.n();
     let q_limbs = dec.level + 1;
@@ -155,29 +175,38 @@ pub fn product_mod_down(
 
     // Per limb: the digits' limbs in NTT form (transforming converted limbs in
     // place), permuted by `map`, then the product into `acc`.
-    let product = |i: usize, mut converted: Vec<&mut [u64]>, acc: &mut [u64], scratch: &mut [u64]| {
-        let plan = ring.plan(q_limbs, i);
-        if !was_ntt {
-            for limb in converted.iter_mut() {
-                plan.forward(limb);
-            }
-        }
-        let mut next = converted.iter();
-        let sources: Vec<&[u64]> =
-            owns.iter().map(|own| if own.contains(&i) { d.limb(i) } else { &**next.next().expect("limb") }).collect();
-        match map {
-            None => limb_product(params, q_limbs, key, i, &sources, acc),
-            Some(map) => {
-                for (src, out) in sources.iter().zip(scratch.chunks_mut(n)) {
-                    for (o, &k) in out.iter_mut().zip(map) {
-                        *o = src[k as usize];
-                    }
+    let product =
+        |i: usize, mut converted: Vec<&mut [u64]>, acc: &mut [u64], scratch: &mut [u64]| {
+            let plan = ring.plan(q_limbs, i);
+            if !was_ntt {
+                for limb in converted.iter_mut() {
+                    plan.forward(limb);
                 }
-                let permuted: Vec<&[u64]> = scratch.chunks(n).take(digit_count).collect();
-                limb_product(params, q_limbs, key, i, &permuted, acc);
             }
-        }
-    };
+            let mut next = converted.iter();
+            let sources: Vec<&[u64]> = owns
+                .iter()
+                .map(|own| {
+                    if own.contains(&i) {
+                        d.limb(i)
+                    } else {
+                        &**next.next().expect("limb")
+                    }
+                })
+                .collect();
+            match map {
+                None => limb_product(params, q_limbs, key, i, &sources, acc),
+                Some(map) => {
+                    for (src, out) in sources.iter().zip(scratch.chunks_mut(n)) {
+                        for (o, &k) in out.iter_mut().zip(map) {
+                            *o = src[k as usize];
+                        }
+                    }
+                    let permuted: Vec<&[u64]> = scratch.chunks(n).take(digit_count).collect();
+                    limb_product(params, q_limbs, key, i, &permuted, acc);
+                }
+            }
+        };
 
     // The converted limbs of every digit, grouped by limb index (transformed
     // in place if still in coefficient form, only read otherwise).
@@ -194,24 +223,32 @@ pub fn product_mod_down(
 
     // P limbs: products, then straight back to coefficients while in cache.
     let mut p_coeffs = pool::take(2 * pc * n);
-    p_coeffs.par_chunks_mut(2 * n).zip(p_lists.into_par_iter()).enumerate().for_each(|(t, (out, converted))| {
-        let i = q_limbs + t;
-        let mut scratch = pool::take(scratch_len);
-        product(i, converted, out, &mut scratch);
-        pool::give(scratch);
-        let plan = ring.plan(q_limbs, i);
-        // Unnormalized: the converter folds in N^-1.
-        plan.inverse_unnormalized(&mut out[..n]);
-        plan.inverse_unnormalized(&mut out[n..]);
-    });
+    p_coeffs
+        .par_chunks_mut(2 * n)
+        .zip(p_lists.into_par_iter())
+        .enumerate()
+        .for_each(|(t, (out, converted))| {
+            let i = q_limbs + t;
+            let mut scratch = pool::take(scratch_len);
+            product(i, converted, out, &mut scratch);
+            pool::give(scratch);
+            let plan = ring.plan(q_limbs, i);
+            // Unnormalized: the converter folds in N^-1.
+            plan.inverse_unnormalized(&mut out[..n]);
+            plan.inverse_unnormalized(&mut out[n..]);
+        });
 
     // [x]_P -> Q_l, exactly (centered), for both halves.
     let mut out0 = ring.scratch(q_limbs, 0, true);
     let mut out1 = ring.scratch(q_limbs, 0, true);
     for (half, out) in [&mut out0, &mut out1].into_iter().enumerate() {
-        let input: Vec<&[u64]> = (0..pc).map(|t| &p_coeffs[(2 * t + half) * n..(2 * t + half + 1) * n]).collect();
+        let input: Vec<&[u64]> = (0..pc)
+            .map(|t| &p_coeffs[(2 * t + half) * n..(2 * t + half + 1) * n])
+            .collect();
         let mut outputs: Vec<&mut [u64]> = out.data.chunks_mut(n).collect();
-        params.mod_down(dec.level).convert_centered(ring, &input, &mut outputs);
+        params
+            .mod_down(dec.level)
+            .convert_centered(ring, &input, &mut outputs);
     }
     pool::give(p_coeffs);
 

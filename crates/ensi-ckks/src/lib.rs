@@ -23,6 +23,8 @@ pub use encoder::Encoder;
 pub use encryption::{Decryptor, Encryptor};
 pub use error::{CkksError, DecodeError, Result};
 pub use evaluator::{CiphertextTensor, Evaluator};
-pub use keys::{EvaluationKeys, GaloisKey, KeyGenerator, PublicKey, RelinKey, SecretKey, SwitchingKey};
+pub use keys::{
+    EvaluationKeys, GaloisKey, KeyGenerator, PublicKey, RelinKey, SecretKey, SwitchingKey,
+};
 pub use num_complex::Complex64;
 pub use params::{Parameters, ParametersLiteral, SecretDistribution};

@@ -80,13 +80,22 @@ impl ParametersLiteral {
             log_slots: log_n - 1,
             insecure,
         };
-        let chain = |levels: usize| std::iter::once(50).chain(std::iter::repeat_n(40, levels)).collect::<Vec<u32>>();
+        let chain = |levels: usize| {
+            std::iter::once(50)
+                .chain(std::iter::repeat_n(40, levels))
+                .collect::<Vec<u32>>()
+        };
         Ok(match name {
             "n16-l20" => lit(16, chain(20), vec![50; 6], 3, false),
             "n15-l10" => lit(15, chain(10), vec![50; 4], 3, false),
             "insecure-n12" => lit(12, chain(5), vec![50; 2], 3, true),
             "insecure-n10" => lit(10, chain(3), vec![50; 2], 2, true),
-            _ => return Err(CkksError::UnknownPreset(name.to_string(), PRESETS.join(", "))),
+            _ => {
+                return Err(CkksError::UnknownPreset(
+                    name.to_string(),
+                    PRESETS.join(", "),
+                ))
+            }
         })
     }
 
@@ -156,16 +165,26 @@ impl Parameters {
             return bad("key switching needs at least one special prime".into());
         }
         if lit.dnum == 0 || lit.dnum > lit.q_bits.len() {
-            return bad(format!("dnum = {} outside 1..={}", lit.dnum, lit.q_bits.len()));
+            return bad(format!(
+                "dnum = {} outside 1..={}",
+                lit.dnum,
+                lit.q_bits.len()
+            ));
         }
         if lit.log_slots >= lit.log_n {
-            return bad(format!("log_slots = {} must be below log_n = {}", lit.log_slots, lit.log_n));
+            return bad(format!(
+                "log_slots = {} must be below log_n = {}",
+                lit.log_slots, lit.log_n
+            ));
         }
         if lit.log_scale < 10 || lit.log_scale > 60 {
             return bad(format!("log_scale = {} outside 10..=60", lit.log_scale));
         }
         if lit.insecure != lit.name.starts_with("insecure-") {
-            return bad(format!("preset '{}': insecure presets, and only they, are named 'insecure-*'", lit.name));
+            return bad(format!(
+                "preset '{}': insecure presets, and only they, are named 'insecure-*'",
+                lit.name
+            ));
         }
         let q = ntt_primes(lit.log_n, &lit.q_bits, &[]).map_err(CkksError::InvalidParameters)?;
         let p = ntt_primes(lit.log_n, &lit.p_bits, &q).map_err(CkksError::InvalidParameters)?;
@@ -173,8 +192,19 @@ impl Parameters {
         if !lit.insecure {
             match max_log_qp_128(lit.log_n) {
                 Some(bound) if log_qp <= bound as f64 => {}
-                Some(bound) => return Err(CkksError::Insecure { log_n: lit.log_n, log_qp, bound }),
-                None => return bad(format!("no 128-bit security bound is known for N = 2^{}", lit.log_n)),
+                Some(bound) => {
+                    return Err(CkksError::Insecure {
+                        log_n: lit.log_n,
+                        log_qp,
+                        bound,
+                    })
+                }
+                None => {
+                    return bad(format!(
+                        "no 128-bit security bound is known for N = 2^{}",
+                        lit.log_n
+                    ))
+                }
             }
         }
         let ring = Ring::new(lit.log_n, &q, &p);
@@ -185,9 +215,12 @@ impl Parameters {
             .map(|level| {
                 (0..=level / alpha)
                     .map(|digit| {
-                        let src: Vec<usize> = (digit * alpha..((digit + 1) * alpha).min(level + 1)).collect();
-                        let dst: Vec<usize> =
-                            (0..=level).filter(|i| !src.contains(i)).chain(p_indices.iter().copied()).collect();
+                        let src: Vec<usize> =
+                            (digit * alpha..((digit + 1) * alpha).min(level + 1)).collect();
+                        let dst: Vec<usize> = (0..=level)
+                            .filter(|i| !src.contains(i))
+                            .chain(p_indices.iter().copied())
+                            .collect();
                         BasisConverter::new_after_unnormalized_intt(&ring, &src, &dst)
                     })
                     .collect()
@@ -195,14 +228,22 @@ impl Parameters {
             .collect();
         let mod_down = (0..qc)
             .map(|level| {
-                BasisConverter::new_after_unnormalized_intt(&ring, &p_indices, &(0..=level).collect::<Vec<_>>())
+                BasisConverter::new_after_unnormalized_intt(
+                    &ring,
+                    &p_indices,
+                    &(0..=level).collect::<Vec<_>>(),
+                )
             })
             .collect();
         let qm = ring.q();
-        let p_mod_q: Vec<u64> =
-            qm.iter().map(|m| p.iter().fold(1u64, |acc, &pj| m.mul(acc, m.reduce(pj)))).collect();
+        let p_mod_q: Vec<u64> = qm
+            .iter()
+            .map(|m| p.iter().fold(1u64, |acc, &pj| m.mul(acc, m.reduce(pj))))
+            .collect();
         let p_inv_mod_q = qm.iter().zip(&p_mod_q).map(|(m, &v)| m.inv(v)).collect();
-        let q_inv = (0..qc).map(|l| (0..l).map(|i| qm[i].inv(qm[i].reduce(q[l]))).collect()).collect();
+        let q_inv = (0..qc)
+            .map(|l| (0..l).map(|i| qm[i].inv(qm[i].reduce(q[l]))).collect())
+            .collect();
 
         let mut h = Sha256::new();
         h.update(b"ensi-ckks parameters v1");
@@ -337,7 +378,10 @@ mod tests {
             }
             lit.build().unwrap();
         }
-        let p = ParametersLiteral::preset("n16-l20").unwrap().build().unwrap();
+        let p = ParametersLiteral::preset("n16-l20")
+            .unwrap()
+            .build()
+            .unwrap();
         assert_eq!(p.q_count(), 21);
         assert_eq!(p.max_level(), 20);
         assert!(p.log_qp() <= 1772.0);
@@ -350,7 +394,10 @@ mod tests {
         let mut lit = ParametersLiteral::preset("insecure-n12").unwrap();
         lit.name = "my-n12".into();
         lit.insecure = false;
-        assert!(matches!(lit.build(), Err(CkksError::Insecure { log_n: 12, .. })));
+        assert!(matches!(
+            lit.build(),
+            Err(CkksError::Insecure { log_n: 12, .. })
+        ));
         // Claiming insecurity without the name is refused too.
         lit.insecure = true;
         assert!(matches!(lit.build(), Err(CkksError::InvalidParameters(_))));
@@ -371,11 +418,23 @@ mod tests {
 
     #[test]
     fn fingerprints_differ_between_presets() {
-        let a = ParametersLiteral::preset("insecure-n10").unwrap().build().unwrap();
-        let b = ParametersLiteral::preset("insecure-n12").unwrap().build().unwrap();
+        let a = ParametersLiteral::preset("insecure-n10")
+            .unwrap()
+            .build()
+            .unwrap();
+        let b = ParametersLiteral::preset("insecure-n12")
+            .unwrap()
+            .build()
+            .unwrap();
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert_ne!(a, b);
-        assert_eq!(a, ParametersLiteral::preset("insecure-n10").unwrap().build().unwrap());
+        assert_eq!(
+            a,
+            ParametersLiteral::preset("insecure-n10")
+                .unwrap()
+                .build()
+                .unwrap()
+        );
     }
 
     #[test]
@@ -392,8 +451,14 @@ mod tests {
         ] {
             let mut lit = base.clone();
             edit(&mut lit);
-            assert!(matches!(lit.build(), Err(CkksError::InvalidParameters(_))), "{lit:?}");
+            assert!(
+                matches!(lit.build(), Err(CkksError::InvalidParameters(_))),
+                "{lit:?}"
+            );
         }
-        assert!(matches!(ParametersLiteral::preset("nope"), Err(CkksError::UnknownPreset(..))));
+        assert!(matches!(
+            ParametersLiteral::preset("nope"),
+            Err(CkksError::UnknownPreset(..))
+        ));
     }
 }

@@ -60,7 +60,12 @@ impl Sampler {
         while out.len() < n {
             self.rng.fill_bytes(&mut buf);
             // 255 = 3 * 85: reject 255 so that byte % 3 is uniform.
-            out.extend(buf.iter().filter(|&&b| b < 255).map(|&b| (b % 3) as i64 - 1).take(n - out.len()));
+            out.extend(
+                buf.iter()
+                    .filter(|&&b| b < 255)
+                    .map(|&b| (b % 3) as i64 - 1)
+                    .take(n - out.len()),
+            );
         }
         out
     }

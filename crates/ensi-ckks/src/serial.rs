@@ -19,7 +19,10 @@
 
 use crate::ciphertext::{Ciphertext, Plaintext};
 use crate::error::{CkksError, DecodeError, Result};
-use crate::keys::{expand_public_a, expand_switching_a, EvaluationKeys, GaloisKey, PublicKey, RelinKey, SecretKey, SwitchingKey};
+use crate::keys::{
+    expand_public_a, expand_switching_a, EvaluationKeys, GaloisKey, PublicKey, RelinKey, SecretKey,
+    SwitchingKey,
+};
 use crate::params::{Parameters, ParametersLiteral, SecretDistribution};
 use crate::ring::RnsPoly;
 
@@ -118,18 +121,28 @@ impl<'a> Reader<'a> {
         }
         let found = r.u8()?;
         if found != kind as u8 {
-            return Err(DecodeError::WrongKind { expected: kind.name(), found });
+            return Err(DecodeError::WrongKind {
+                expected: kind.name(),
+                found,
+            });
         }
         if r.u8()? != 0 {
-            return Err(DecodeError::InvalidValue { field: "reserved header byte" });
+            return Err(DecodeError::InvalidValue {
+                field: "reserved header byte",
+            });
         }
         let fp: [u8; 32] = r.take(32)?.try_into().expect("32 bytes");
         Ok((r, fp))
     }
     fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], DecodeError> {
-        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated { needed: n })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(DecodeError::Truncated { needed: n })?;
         if end > self.buf.len() {
-            return Err(DecodeError::Truncated { needed: end - self.buf.len() });
+            return Err(DecodeError::Truncated {
+                needed: end - self.buf.len(),
+            });
         }
         let s = &self.buf[self.pos..end];
         self.pos = end;
@@ -139,13 +152,19 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> std::result::Result<u16, DecodeError> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     fn u32(&mut self) -> std::result::Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> std::result::Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn f64(&mut self) -> std::result::Result<f64, DecodeError> {
         Ok(f64::from_bits(self.u64()?))
@@ -171,14 +190,25 @@ impl<'a> Reader<'a> {
         let p = self.u16()? as usize;
         let ntt = self.u8()?;
         match q_limbs {
-            Some(want) if q != want => return Err(DecodeError::BadLength { field: "Q limbs", value: q as u64 }),
+            Some(want) if q != want => {
+                return Err(DecodeError::BadLength {
+                    field: "Q limbs",
+                    value: q as u64,
+                })
+            }
             None if q == 0 || q > params.q_count() => {
-                return Err(DecodeError::BadLength { field: "Q limbs", value: q as u64 })
+                return Err(DecodeError::BadLength {
+                    field: "Q limbs",
+                    value: q as u64,
+                })
             }
             _ => {}
         }
         if p != p_limbs {
-            return Err(DecodeError::BadLength { field: "P limbs", value: p as u64 });
+            return Err(DecodeError::BadLength {
+                field: "P limbs",
+                value: p as u64,
+            });
         }
         if ntt != 1 {
             return Err(DecodeError::InvalidValue { field: "NTT flag" });
@@ -200,14 +230,19 @@ impl<'a> Reader<'a> {
         Ok(poly)
     }
 
-    fn scale_and_slots(&mut self, params: &Parameters) -> std::result::Result<(f64, u32), DecodeError> {
+    fn scale_and_slots(
+        &mut self,
+        params: &Parameters,
+    ) -> std::result::Result<(f64, u32), DecodeError> {
         let scale = self.f64()?;
         if !(scale.is_finite() && scale >= 1.0) {
             return Err(DecodeError::InvalidValue { field: "scale" });
         }
         let log_slots = self.u8()? as u32;
         if log_slots >= params.log_n() {
-            return Err(DecodeError::InvalidValue { field: "slot count" });
+            return Err(DecodeError::InvalidValue {
+                field: "slot count",
+            });
         }
         Ok((scale, log_slots))
     }
@@ -255,24 +290,48 @@ impl Parameters {
         let dnum = r.u16()? as usize;
         let secret = match r.u8()? {
             0 => SecretDistribution::UniformTernary,
-            _ => return Err(DecodeError::InvalidValue { field: "secret distribution" }.into()),
+            _ => {
+                return Err(DecodeError::InvalidValue {
+                    field: "secret distribution",
+                }
+                .into())
+            }
         };
         let insecure = match r.u8()? {
             0 => false,
             1 => true,
-            _ => return Err(DecodeError::InvalidValue { field: "insecure flag" }.into()),
+            _ => {
+                return Err(DecodeError::InvalidValue {
+                    field: "insecure flag",
+                }
+                .into())
+            }
         };
         let mut chains = [Vec::new(), Vec::new()];
         for chain in chains.iter_mut() {
             let len = r.u16()? as usize;
             if len > 256 {
-                return Err(DecodeError::BadLength { field: "prime chain", value: len as u64 }.into());
+                return Err(DecodeError::BadLength {
+                    field: "prime chain",
+                    value: len as u64,
+                }
+                .into());
             }
             *chain = r.take(len)?.iter().map(|&b| b as u32).collect();
         }
         r.finish()?;
         let [q_bits, p_bits] = chains;
-        let lit = ParametersLiteral { name, log_n, log_scale, q_bits, p_bits, dnum, secret, log_slots, insecure };
+        let lit = ParametersLiteral {
+            name,
+            log_n,
+            log_scale,
+            q_bits,
+            p_bits,
+            dnum,
+            secret,
+            log_slots,
+            insecure,
+        };
         let params = lit.build()?;
         if params.fingerprint() != &fp {
             return Err(DecodeError::FingerprintMismatch.into());
@@ -284,7 +343,11 @@ impl Parameters {
 impl Ciphertext {
     /// Serializes the ciphertext.
     pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
-        let mut w = Writer::new(Kind::Ciphertext, params.fingerprint(), self.byte_size() + 32);
+        let mut w = Writer::new(
+            Kind::Ciphertext,
+            params.fingerprint(),
+            self.byte_size() + 32,
+        );
         w.f64(self.scale);
         w.u8(self.log_slots as u8);
         w.poly(&self.c0);
@@ -299,14 +362,23 @@ impl Ciphertext {
         let c0 = r.poly(params, None, 0)?;
         let c1 = r.poly(params, Some(c0.q_limbs()), 0)?;
         r.finish()?;
-        Ok(Ciphertext { c0, c1, scale, log_slots })
+        Ok(Ciphertext {
+            c0,
+            c1,
+            scale,
+            log_slots,
+        })
     }
 }
 
 impl Plaintext {
     /// Serializes the plaintext.
     pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
-        let mut w = Writer::new(Kind::Plaintext, params.fingerprint(), self.poly.as_words().len() * 8 + 16);
+        let mut w = Writer::new(
+            Kind::Plaintext,
+            params.fingerprint(),
+            self.poly.as_words().len() * 8 + 16,
+        );
         w.f64(self.scale);
         w.u8(self.log_slots as u8);
         w.poly(&self.poly);
@@ -319,14 +391,22 @@ impl Plaintext {
         let (scale, log_slots) = r.scale_and_slots(params)?;
         let poly = r.poly(params, None, 0)?;
         r.finish()?;
-        Ok(Plaintext { poly, scale, log_slots })
+        Ok(Plaintext {
+            poly,
+            scale,
+            log_slots,
+        })
     }
 }
 
 impl SecretKey {
     /// Serializes the secret key: one byte per ternary coefficient. Keep it private.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::new(Kind::SecretKey, self.params.fingerprint(), self.coeffs.len());
+        let mut w = Writer::new(
+            Kind::SecretKey,
+            self.params.fingerprint(),
+            self.coeffs.len(),
+        );
         w.bytes(&self.coeffs.iter().map(|&c| c as u8).collect::<Vec<u8>>());
         w.buf
     }
@@ -340,7 +420,9 @@ impl SecretKey {
             .iter()
             .map(|&b| match b as i8 {
                 c @ -1..=1 => Ok(c as i64),
-                _ => Err(DecodeError::InvalidValue { field: "secret coefficient" }),
+                _ => Err(DecodeError::InvalidValue {
+                    field: "secret coefficient",
+                }),
             })
             .collect::<std::result::Result<_, _>>()?;
         Ok(SecretKey::from_coeffs(params, &coeffs))
@@ -350,7 +432,11 @@ impl SecretKey {
 impl PublicKey {
     /// Serializes the public key (seeded: `b` and the seed of `a`).
     pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
-        let mut w = Writer::new(Kind::PublicKey, params.fingerprint(), self.b.as_words().len() * 8 + 64);
+        let mut w = Writer::new(
+            Kind::PublicKey,
+            params.fingerprint(),
+            self.b.as_words().len() * 8 + 64,
+        );
         w.bytes(&self.seed);
         w.poly(&self.b);
         w.buf
@@ -362,7 +448,11 @@ impl PublicKey {
         let seed = r.seed()?;
         let b = r.poly(params, Some(params.q_count()), 0)?;
         r.finish()?;
-        Ok(PublicKey { a: expand_public_a(params, seed), b, seed })
+        Ok(PublicKey {
+            a: expand_public_a(params, seed),
+            b,
+            seed,
+        })
     }
 }
 
@@ -376,18 +466,27 @@ fn read_switching_key(r: &mut Reader, params: &Parameters) -> Result<SwitchingKe
     let seed = r.seed()?;
     let digits = r.u16()? as usize;
     if digits != params.dnum() {
-        return Err(DecodeError::BadLength { field: "key digits", value: digits as u64 }.into());
+        return Err(DecodeError::BadLength {
+            field: "key digits",
+            value: digits as u64,
+        }
+        .into());
     }
     let b = (0..digits)
         .map(|_| r.poly(params, Some(params.q_count()), params.p_count()))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let a = (0..digits).map(|j| expand_switching_a(params, seed, j)).collect();
+    let a = (0..digits)
+        .map(|j| expand_switching_a(params, seed, j))
+        .collect();
     Ok(SwitchingKey { b, a, seed })
 }
 
 fn check_galois_element(params: &Parameters, k: u64) -> Result<()> {
     if k & 1 == 0 || k >= 2 * params.n() as u64 {
-        return Err(DecodeError::InvalidValue { field: "Galois element" }.into());
+        return Err(DecodeError::InvalidValue {
+            field: "Galois element",
+        }
+        .into());
     }
     Ok(())
 }
@@ -395,7 +494,11 @@ fn check_galois_element(params: &Parameters, k: u64) -> Result<()> {
 impl RelinKey {
     /// Serializes the key (seeded: half size).
     pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
-        let mut w = Writer::new(Kind::RelinKey, params.fingerprint(), self.0.byte_size() / 2 + 64);
+        let mut w = Writer::new(
+            Kind::RelinKey,
+            params.fingerprint(),
+            self.0.byte_size() / 2 + 64,
+        );
         write_switching_key(&mut w, &self.0);
         w.buf
     }
@@ -412,7 +515,11 @@ impl RelinKey {
 impl GaloisKey {
     /// Serializes the key (seeded: half size).
     pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
-        let mut w = Writer::new(Kind::GaloisKey, params.fingerprint(), self.key.byte_size() / 2 + 64);
+        let mut w = Writer::new(
+            Kind::GaloisKey,
+            params.fingerprint(),
+            self.key.byte_size() / 2 + 64,
+        );
         w.u64(self.galois_element);
         write_switching_key(&mut w, &self.key);
         w.buf
@@ -425,15 +532,26 @@ impl GaloisKey {
         check_galois_element(params, galois_element)?;
         let key = read_switching_key(&mut r, params)?;
         r.finish()?;
-        Ok(GaloisKey { galois_element, key })
+        Ok(GaloisKey {
+            galois_element,
+            key,
+        })
     }
 }
 
 impl EvaluationKeys {
     /// Serializes every key of the set (seeded: half size).
     pub fn to_bytes(&self, params: &Parameters) -> Vec<u8> {
-        let size: usize = self.relin.iter().map(|k| k.0.byte_size() / 2).sum::<usize>()
-            + self.galois.values().map(|k| k.key.byte_size() / 2).sum::<usize>();
+        let size: usize = self
+            .relin
+            .iter()
+            .map(|k| k.0.byte_size() / 2)
+            .sum::<usize>()
+            + self
+                .galois
+                .values()
+                .map(|k| k.key.byte_size() / 2)
+                .sum::<usize>();
         let mut w = Writer::new(Kind::EvaluationKeys, params.fingerprint(), size + 64);
         match &self.relin {
             Some(k) => {
@@ -456,21 +574,39 @@ impl EvaluationKeys {
         let relin = match r.u8()? {
             0 => None,
             1 => Some(RelinKey(read_switching_key(&mut r, params)?)),
-            _ => return Err(DecodeError::InvalidValue { field: "relinearization key flag" }.into()),
+            _ => {
+                return Err(DecodeError::InvalidValue {
+                    field: "relinearization key flag",
+                }
+                .into())
+            }
         };
         let count = r.u32()? as u64;
         if count > params.n() as u64 {
-            return Err(DecodeError::BadLength { field: "Galois key count", value: count }.into());
+            return Err(DecodeError::BadLength {
+                field: "Galois key count",
+                value: count,
+            }
+            .into());
         }
-        let mut keys = EvaluationKeys { relin, ..Default::default() };
+        let mut keys = EvaluationKeys {
+            relin,
+            ..Default::default()
+        };
         for _ in 0..count {
             let galois_element = r.u64()?;
             check_galois_element(params, galois_element)?;
             if keys.galois.contains_key(&galois_element) {
-                return Err(DecodeError::InvalidValue { field: "duplicate Galois element" }.into());
+                return Err(DecodeError::InvalidValue {
+                    field: "duplicate Galois element",
+                }
+                .into());
             }
             let key = read_switching_key(&mut r, params)?;
-            keys.insert_galois(GaloisKey { galois_element, key });
+            keys.insert_galois(GaloisKey {
+                galois_element,
+                key,
+            });
         }
         r.finish()?;
         Ok(keys)
@@ -480,7 +616,10 @@ impl EvaluationKeys {
 /// Whether `bytes` start like an ensi-ckks object (magic and version), and of which kind.
 pub fn peek_kind(bytes: &[u8]) -> std::result::Result<u8, CkksError> {
     if bytes.len() < HEADER_LEN {
-        return Err(DecodeError::Truncated { needed: HEADER_LEN - bytes.len() }.into());
+        return Err(DecodeError::Truncated {
+            needed: HEADER_LEN - bytes.len(),
+        }
+        .into());
     }
     if &bytes[..4] != MAGIC {
         return Err(DecodeError::BadMagic.into());

@@ -20,40 +20,78 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let params = ParametersLiteral::preset("insecure-n12").unwrap().build().unwrap();
+    let params = ParametersLiteral::preset("insecure-n12")
+        .unwrap()
+        .build()
+        .unwrap();
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.gen_secret_key();
     let pk = kg.gen_public_key(&sk);
-    Setup { encoder: Encoder::new(&params), enc: Encryptor::with_public_key(&params, &pk), dec: Decryptor::new(&sk), sk, params }
+    Setup {
+        encoder: Encoder::new(&params),
+        enc: Encryptor::with_public_key(&params, &pk),
+        dec: Decryptor::new(&sk),
+        sk,
+        params,
+    }
 }
 
 /// An evaluator holding a relinearization key and Galois keys for exactly `steps`.
 fn evaluator(s: &Setup, steps: &[i64]) -> Evaluator {
     let keys = KeyGenerator::new(&s.params).gen_evaluation_keys(&s.sk, steps, false);
-    assert_eq!(keys.galois.len(), steps.len(), "distinct steps give distinct keys");
+    assert_eq!(
+        keys.galois.len(),
+        steps.len(),
+        "distinct steps give distinct keys"
+    );
     Evaluator::new(&s.params, Arc::new(keys))
 }
 
 fn dense_product(m: &[Vec<Complex64>], x: &[Complex64]) -> Vec<Complex64> {
-    m.iter().map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum()).collect()
+    m.iter()
+        .map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum())
+        .collect()
 }
 
 /// Encrypts x (sparse slots) at `level`, applies `lt` to `output_scale`, and checks the bookkeeping.
-fn apply(s: &mut Setup, lt: &LinearTransform, x: &[Complex64], level: usize, output_scale: f64) -> Vec<Complex64> {
+fn apply(
+    s: &mut Setup,
+    lt: &LinearTransform,
+    x: &[Complex64],
+    level: usize,
+    output_scale: f64,
+) -> Vec<Complex64> {
     let steps = lt.rotation_steps();
     let eval = evaluator(s, &steps);
-    let pt = s.encoder.encode(x, level, s.params.default_scale(), lt.log_slots()).unwrap();
+    let pt = s
+        .encoder
+        .encode(x, level, s.params.default_scale(), lt.log_slots())
+        .unwrap();
     let ct = s.enc.encrypt(&pt).unwrap();
-    let encoded = lt.encode(&s.encoder, level, ct.scale(), output_scale).unwrap();
+    let encoded = lt
+        .encode(&s.encoder, level, ct.scale(), output_scale)
+        .unwrap();
     assert_eq!(encoded.rotation_steps(), steps);
     let out = encoded.evaluate(&eval, &ct).unwrap();
     assert_eq!(out.level(), level - 1, "one level");
-    assert!(((out.scale() / output_scale) - 1.0).abs() < 1e-9, "output at the requested scale");
+    assert!(
+        ((out.scale() / output_scale) - 1.0).abs() < 1e-9,
+        "output at the requested scale"
+    );
     // Every listed step is needed: without any one of them the evaluation fails.
     for skip in 0..steps.len() {
-        let fewer: Vec<i64> = steps.iter().enumerate().filter(|&(i, _)| i != skip).map(|(_, &k)| k).collect();
+        let fewer: Vec<i64> = steps
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != skip)
+            .map(|(_, &k)| k)
+            .collect();
         let err = encoded.evaluate(&evaluator(s, &fewer), &ct).unwrap_err();
-        assert!(matches!(err, CkksError::MissingGaloisKey(_)), "step {} unused? {err}", steps[skip]);
+        assert!(
+            matches!(err, CkksError::MissingGaloisKey(_)),
+            "step {} unused? {err}",
+            steps[skip]
+        );
     }
     s.encoder.decode(&s.dec.decrypt(&out).unwrap())
 }
@@ -87,8 +125,12 @@ fn banded_matrix() {
     let n = 64;
     let diag = |k: i64, seed: u64| (k, random_values(n, seed));
     // Tridiagonal plus one far diagonal, with -1 given as a negative index.
-    let lt = LinearTransform::from_diagonals(6, [diag(0, 1), diag(1, 2), diag(-1, 3), diag(20, 4)]).unwrap();
-    assert_eq!(lt.diagonals().keys().copied().collect::<Vec<_>>(), vec![0, 1, 20, 63]);
+    let lt = LinearTransform::from_diagonals(6, [diag(0, 1), diag(1, 2), diag(-1, 3), diag(20, 4)])
+        .unwrap();
+    assert_eq!(
+        lt.diagonals().keys().copied().collect::<Vec<_>>(),
+        vec![0, 1, 20, 63]
+    );
     let steps = lt.rotation_steps();
     eprintln!("banded: n1 = {}, steps {steps:?}", lt.baby_step());
     assert!(steps.len() <= 3, "{steps:?}");
@@ -111,16 +153,38 @@ fn banded_matrix() {
 #[test]
 fn mismatched_inputs_are_refused() {
     let mut s = setup();
-    let lt = LinearTransform::from_diagonals(4, [(0, random_values(16, 1)), (1, random_values(16, 2))]).unwrap();
+    let lt =
+        LinearTransform::from_diagonals(4, [(0, random_values(16, 1)), (1, random_values(16, 2))])
+            .unwrap();
     let eval = evaluator(&s, &lt.rotation_steps());
-    let pt = s.encoder.encode(&random_values(16, 3), 3, s.params.default_scale(), 4).unwrap();
+    let pt = s
+        .encoder
+        .encode(&random_values(16, 3), 3, s.params.default_scale(), 4)
+        .unwrap();
     let ct = s.enc.encrypt(&pt).unwrap();
     let enc_hi = lt.encode(&s.encoder, 4, ct.scale(), ct.scale()).unwrap();
-    assert_eq!(enc_hi.evaluate(&eval, &ct).unwrap_err(), CkksError::LevelTooLow { needed: 4, level: 3 });
-    let enc_scale = lt.encode(&s.encoder, 3, ct.scale() * 2.0, ct.scale()).unwrap();
-    assert!(matches!(enc_scale.evaluate(&eval, &ct).unwrap_err(), CkksError::ScaleMismatch { .. }));
-    let pt5 = s.encoder.encode(&random_values(32, 3), 3, s.params.default_scale(), 5).unwrap();
+    assert_eq!(
+        enc_hi.evaluate(&eval, &ct).unwrap_err(),
+        CkksError::LevelTooLow {
+            needed: 4,
+            level: 3
+        }
+    );
+    let enc_scale = lt
+        .encode(&s.encoder, 3, ct.scale() * 2.0, ct.scale())
+        .unwrap();
+    assert!(matches!(
+        enc_scale.evaluate(&eval, &ct).unwrap_err(),
+        CkksError::ScaleMismatch { .. }
+    ));
+    let pt5 = s
+        .encoder
+        .encode(&random_values(32, 3), 3, s.params.default_scale(), 5)
+        .unwrap();
     let ct5 = s.enc.encrypt(&pt5).unwrap();
     let enc = lt.encode(&s.encoder, 3, ct.scale(), ct.scale()).unwrap();
-    assert_eq!(enc.evaluate(&eval, &ct5).unwrap_err(), CkksError::SlotMismatch { a: 5, b: 4 });
+    assert_eq!(
+        enc.evaluate(&eval, &ct5).unwrap_err(),
+        CkksError::SlotMismatch { a: 5, b: 4 }
+    );
 }

@@ -20,7 +20,10 @@ fn encrypt_decrypt_public_and_secret_key() {
     assert_eq!(ct.level(), c.params.max_level());
     assert_precision("public-key encryption", &c.decrypt(&ct), &v, 22.0);
     let mut sk_enc = Encryptor::with_secret_key(&c.params, &c.sk);
-    let pt = c.encoder.encode(&v, 2, c.params.default_scale(), c.params.log_slots()).unwrap();
+    let pt = c
+        .encoder
+        .encode(&v, 2, c.params.default_scale(), c.params.log_slots())
+        .unwrap();
     let ct = sk_enc.encrypt(&pt).unwrap();
     assert_eq!(ct.level(), 2);
     assert_precision("secret-key encryption", &c.decrypt(&ct), &v, 28.0);
@@ -43,15 +46,38 @@ fn additive_operations() {
     e.sub_assign(&mut acc, &cb).unwrap();
     assert_precision("add_assign then sub_assign", &c.decrypt(&acc), &a, 22.0);
 
-    let pb = c.encoder.encode(&b, c.params.max_level(), ca.scale(), c.params.log_slots()).unwrap();
-    assert_precision("add_plain", &c.decrypt(&e.add_plain(&ca, &pb).unwrap()), &sum, 22.0);
-    assert_precision("sub_plain", &c.decrypt(&e.sub_plain(&ca, &pb).unwrap()), &diff, 22.0);
+    let pb = c
+        .encoder
+        .encode(&b, c.params.max_level(), ca.scale(), c.params.log_slots())
+        .unwrap();
+    assert_precision(
+        "add_plain",
+        &c.decrypt(&e.add_plain(&ca, &pb).unwrap()),
+        &sum,
+        22.0,
+    );
+    assert_precision(
+        "sub_plain",
+        &c.decrypt(&e.sub_plain(&ca, &pb).unwrap()),
+        &diff,
+        22.0,
+    );
 
     let k = Complex64::new(0.75, -1.5);
     let plus_k: Vec<_> = a.iter().map(|x| x + k).collect();
-    assert_precision("add_const", &c.decrypt(&e.add_const(&ca, k).unwrap()), &plus_k, 22.0);
+    assert_precision(
+        "add_const",
+        &c.decrypt(&e.add_const(&ca, k).unwrap()),
+        &plus_k,
+        22.0,
+    );
     let times3: Vec<_> = a.iter().map(|x| x * 3.0).collect();
-    assert_precision("mul_int", &c.decrypt(&e.mul_int(&ca, 3).unwrap()), &times3, 22.0);
+    assert_precision(
+        "mul_int",
+        &c.decrypt(&e.mul_int(&ca, 3).unwrap()),
+        &times3,
+        22.0,
+    );
 }
 
 #[test]
@@ -68,16 +94,32 @@ fn multiplicative_operations() {
     // Relinearizing by hand gives the same as mul.
     let t = e.tensor(&ca, &cb).unwrap();
     let ct2 = e.rescale(&e.relinearize(&t).unwrap()).unwrap();
-    assert_precision("tensor + relinearize + rescale", &c.decrypt(&ct2), &prod, 20.0);
+    assert_precision(
+        "tensor + relinearize + rescale",
+        &c.decrypt(&ct2),
+        &prod,
+        20.0,
+    );
 
-    let pb = c.encoder.encode(&b, c.params.max_level(), c.params.default_scale(), c.params.log_slots()).unwrap();
+    let pb = c
+        .encoder
+        .encode(
+            &b,
+            c.params.max_level(),
+            c.params.default_scale(),
+            c.params.log_slots(),
+        )
+        .unwrap();
     let ct = e.rescale(&e.mul_plain(&ca, &pb).unwrap()).unwrap();
     assert_precision("mul_plain + rescale", &c.decrypt(&ct), &prod, 20.0);
 
     let k = Complex64::new(-0.3, 0.7);
     let times_k: Vec<_> = a.iter().map(|x| x * k).collect();
     let ct = e.mul_const(&ca, k).unwrap();
-    assert!((ct.scale() - ca.scale()).abs() < 1e-6 * ca.scale(), "mul_const keeps the scale");
+    assert!(
+        (ct.scale() - ca.scale()).abs() < 1e-6 * ca.scale(),
+        "mul_const keeps the scale"
+    );
     assert_precision("mul_const (complex)", &c.decrypt(&ct), &times_k, 22.0);
 
     // A chain of squarings down to level 0: x^(2^L).
@@ -89,7 +131,10 @@ fn multiplicative_operations() {
         want.iter_mut().for_each(|x| *x = *x * *x);
     }
     assert_precision("repeated squaring to level 0", &c.decrypt(&ct), &want, 18.0);
-    assert!(matches!(c.eval.rescale(&ct), Err(CkksError::LevelTooLow { .. })));
+    assert!(matches!(
+        c.eval.rescale(&ct),
+        Err(CkksError::LevelTooLow { .. })
+    ));
 }
 
 #[test]
@@ -99,20 +144,47 @@ fn rotations_conjugation_and_hoisting() {
     let a = random_values(n, 6);
     let ca = c.encrypt(&a);
     let e = &c.eval;
-    let rotated = |s: i64| -> Vec<Complex64> { (0..n).map(|i| a[(i as i64 + s).rem_euclid(n as i64) as usize]).collect() };
+    let rotated = |s: i64| -> Vec<Complex64> {
+        (0..n)
+            .map(|i| a[(i as i64 + s).rem_euclid(n as i64) as usize])
+            .collect()
+    };
     for &s in ROTATIONS {
-        assert_precision(&format!("rotate {s}"), &c.decrypt(&e.rotate(&ca, s).unwrap()), &rotated(s), 22.0);
+        assert_precision(
+            &format!("rotate {s}"),
+            &c.decrypt(&e.rotate(&ca, s).unwrap()),
+            &rotated(s),
+            22.0,
+        );
     }
     let conj: Vec<_> = a.iter().map(|x| x.conj()).collect();
-    assert_precision("conjugate", &c.decrypt(&e.conjugate(&ca).unwrap()), &conj, 22.0);
+    assert_precision(
+        "conjugate",
+        &c.decrypt(&e.conjugate(&ca).unwrap()),
+        &conj,
+        22.0,
+    );
     let hoisted = e.rotate_hoisted(&ca, ROTATIONS).unwrap();
     for (&s, ct) in ROTATIONS.iter().zip(&hoisted) {
-        assert_precision(&format!("hoisted rotate {s}"), &c.decrypt(ct), &rotated(s), 22.0);
+        assert_precision(
+            &format!("hoisted rotate {s}"),
+            &c.decrypt(ct),
+            &rotated(s),
+            22.0,
+        );
     }
-    assert!(matches!(e.rotate(&ca, 4), Err(CkksError::MissingGaloisKey(_))));
+    assert!(matches!(
+        e.rotate(&ca, 4),
+        Err(CkksError::MissingGaloisKey(_))
+    ));
     // Rotation at a lower level uses fewer key-switching digits.
     let low = e.drop_to_level(&ca, 1).unwrap();
-    assert_precision("rotate at level 1", &c.decrypt(&e.rotate(&low, 3).unwrap()), &rotated(3), 22.0);
+    assert_precision(
+        "rotate at level 1",
+        &c.decrypt(&e.rotate(&low, 3).unwrap()),
+        &rotated(3),
+        22.0,
+    );
 }
 
 #[test]
@@ -120,7 +192,15 @@ fn sparse_slots() {
     let mut c = ctx();
     let log_slots = 3;
     let a = random_values(8, 7);
-    let pt = c.encoder.encode(&a, c.params.max_level(), c.params.default_scale(), log_slots).unwrap();
+    let pt = c
+        .encoder
+        .encode(
+            &a,
+            c.params.max_level(),
+            c.params.default_scale(),
+            log_slots,
+        )
+        .unwrap();
     let ct = c.enc.encrypt(&pt).unwrap();
     assert_eq!(ct.log_slots(), log_slots);
     assert_precision("sparse encrypt", &c.decrypt(&ct), &a, 25.0);
@@ -146,7 +226,10 @@ fn levels_and_scales_are_tracked_and_checked() {
     assert_precision("add across levels", &c.decrypt(&sum), &want, 22.0);
     // Different scales: refused.
     let prod = e.mul_rescale(&ca, &cb).unwrap();
-    assert!(matches!(e.add(&prod, &ca), Err(CkksError::ScaleMismatch { .. })));
+    assert!(matches!(
+        e.add(&prod, &ca),
+        Err(CkksError::ScaleMismatch { .. })
+    ));
     // ...until one is brought to the other's scale (one level).
     let fixed = e.set_scale_to(&ca, prod.scale()).unwrap();
     assert!((fixed.scale() / prod.scale() - 1.0).abs() < 1e-12);
@@ -154,10 +237,19 @@ fn levels_and_scales_are_tracked_and_checked() {
     let want: Vec<_> = a.iter().zip(&b).map(|(x, y)| x * y + x).collect();
     assert_precision("add after set_scale_to", &c.decrypt(&s), &want, 20.0);
     // Slot counts must agree.
-    let pt = c.encoder.encode(&a[..4], c.params.max_level(), c.params.default_scale(), 2).unwrap();
+    let pt = c
+        .encoder
+        .encode(&a[..4], c.params.max_level(), c.params.default_scale(), 2)
+        .unwrap();
     let sparse = c.enc.encrypt(&pt).unwrap();
-    assert!(matches!(e.add(&ca, &sparse), Err(CkksError::SlotMismatch { .. })));
+    assert!(matches!(
+        e.add(&ca, &sparse),
+        Err(CkksError::SlotMismatch { .. })
+    ));
     // Missing relinearization key.
     let bare = Evaluator::new(&c.params, std::sync::Arc::new(EvaluationKeys::default()));
-    assert!(matches!(bare.mul(&ca, &cb), Err(CkksError::MissingRelinKey)));
+    assert!(matches!(
+        bare.mul(&ca, &cb),
+        Err(CkksError::MissingRelinKey)
+    ));
 }

@@ -8,7 +8,9 @@
 
 mod common;
 use common::precision_bits;
-use ensi_ckks::circuits::polynomial::{self, ChebyshevPoly, EvalCost, InvSqrt, PolynomialEvaluator};
+use ensi_ckks::circuits::polynomial::{
+    self, ChebyshevPoly, EvalCost, InvSqrt, PolynomialEvaluator,
+};
 use ensi_ckks::*;
 use std::sync::Arc;
 
@@ -24,7 +26,9 @@ struct Setup {
 fn literal_l9() -> ParametersLiteral {
     let mut lit = ParametersLiteral::preset("insecure-n12").unwrap();
     lit.name = "insecure-n12-l9".into();
-    lit.q_bits = std::iter::once(50).chain(std::iter::repeat_n(40, 9)).collect();
+    lit.q_bits = std::iter::once(50)
+        .chain(std::iter::repeat_n(40, 9))
+        .collect();
     lit.p_bits = vec![50; 3];
     lit.dnum = 4;
     lit
@@ -75,7 +79,15 @@ struct Outcome {
 /// Encrypts `x` at the top level and default scale, evaluates `poly` to
 /// `target` (default: the input's scale) and checks level and scale bookkeeping.
 fn run(s: &mut Setup, poly: &ChebyshevPoly, x: &[f64], target: Option<f64>) -> Outcome {
-    let pt = s.encoder.encode_real(x, s.params.max_level(), s.params.default_scale(), s.params.log_slots()).unwrap();
+    let pt = s
+        .encoder
+        .encode_real(
+            x,
+            s.params.max_level(),
+            s.params.default_scale(),
+            s.params.log_slots(),
+        )
+        .unwrap();
     let ct = s.enc.encrypt(&pt).unwrap();
     let pe = PolynomialEvaluator::new(&s.eval);
     let (out, cost) = match target {
@@ -83,19 +95,39 @@ fn run(s: &mut Setup, poly: &ChebyshevPoly, x: &[f64], target: Option<f64>) -> O
         Some(t) => pe.evaluate_to_scale(&ct, poly, t).unwrap(),
     };
     let want_scale = target.unwrap_or(ct.scale());
-    assert!(((out.scale() / want_scale) - 1.0).abs() < 1e-9, "output scale 2^{} != 2^{}", out.scale().log2(), want_scale.log2());
+    assert!(
+        ((out.scale() / want_scale) - 1.0).abs() < 1e-9,
+        "output scale 2^{} != 2^{}",
+        out.scale().log2(),
+        want_scale.log2()
+    );
     let levels_consumed = ct.level() - out.level();
     assert_eq!(levels_consumed, cost.depth);
     assert_eq!(cost, poly.cost(), "the plaintext twin predicts the cost");
-    Outcome { got: s.encoder.decode(&s.dec.decrypt(&out).unwrap()), cost, levels_consumed }
+    Outcome {
+        got: s.encoder.decode(&s.dec.decrypt(&out).unwrap()),
+        cost,
+        levels_consumed,
+    }
 }
 
 /// Asserts precision against the Clenshaw reference and against the function itself.
 #[track_caller]
-fn check(what: &str, poly: &ChebyshevPoly, x: &[f64], o: &Outcome, f: impl Fn(f64) -> f64, bits_poly: f64, bits_fn: f64) {
+fn check(
+    what: &str,
+    poly: &ChebyshevPoly,
+    x: &[f64],
+    o: &Outcome,
+    f: impl Fn(f64) -> f64,
+    bits_poly: f64,
+    bits_fn: f64,
+) {
     let want_poly = complex(&x.iter().map(|&v| poly.eval_plain(v)).collect::<Vec<_>>());
     let want_fn = complex(&x.iter().map(|&v| f(v)).collect::<Vec<_>>());
-    let (p_poly, p_fn) = (precision_bits(&o.got, &want_poly), precision_bits(&o.got, &want_fn));
+    let (p_poly, p_fn) = (
+        precision_bits(&o.got, &want_poly),
+        precision_bits(&o.got, &want_fn),
+    );
     eprintln!(
         "{what}: degree {}, depth {} (levels consumed {}), {} ct-ct products; \
          vs polynomial {p_poly:.1} bits, vs function {p_fn:.1} bits",
@@ -104,8 +136,14 @@ fn check(what: &str, poly: &ChebyshevPoly, x: &[f64], o: &Outcome, f: impl Fn(f6
         o.levels_consumed,
         o.cost.ct_mults
     );
-    assert!(p_poly >= bits_poly, "{what}: {p_poly:.1} bits against the polynomial < {bits_poly}");
-    assert!(p_fn >= bits_fn, "{what}: {p_fn:.1} bits against the function < {bits_fn}");
+    assert!(
+        p_poly >= bits_poly,
+        "{what}: {p_poly:.1} bits against the polynomial < {bits_poly}"
+    );
+    assert!(
+        p_fn >= bits_fn,
+        "{what}: {p_fn:.1} bits against the function < {bits_fn}"
+    );
 }
 
 fn ceil_log2(n: usize) -> usize {
@@ -116,12 +154,24 @@ fn ceil_log2(n: usize) -> usize {
 fn sigmoid_degree_16_on_minus_10_11() {
     let mut s = setup(literal_l9());
     let poly = polynomial::sigmoid_poly(-10.0, 11.0, 16).unwrap();
-    assert_eq!(poly.depth(), ceil_log2(17) + 1, "5 levels for degree 16, one for the affine map");
+    assert_eq!(
+        poly.depth(),
+        ceil_log2(17) + 1,
+        "5 levels for degree 16, one for the affine map"
+    );
     let x = inputs(s.encoder.params().n() / 2, -10.0, 11.0);
     let o = run(&mut s, &poly, &x, None);
     assert_eq!(o.levels_consumed, 6);
     // Degree 16 on an interval of width 21 approximates sigmoid to ~2^-7 (poles at +-i pi).
-    check("sigmoid [-10, 11]", &poly, &x, &o, polynomial::sigmoid, 22.0, 6.5);
+    check(
+        "sigmoid [-10, 11]",
+        &poly,
+        &x,
+        &o,
+        polynomial::sigmoid,
+        22.0,
+        6.5,
+    );
 }
 
 #[test]
@@ -132,7 +182,15 @@ fn exp_to_a_target_scale() {
     let x = inputs(2048, -2.0, 1.0);
     let target = 2f64.powi(37);
     let o = run(&mut s, &poly, &x, Some(target));
-    check("exp [-2, 1] at scale 2^37", &poly, &x, &o, f64::exp, 20.0, 20.0);
+    check(
+        "exp [-2, 1] at scale 2^37",
+        &poly,
+        &x,
+        &o,
+        f64::exp,
+        20.0,
+        20.0,
+    );
 }
 
 #[test]
@@ -141,7 +199,9 @@ fn degree_63_polynomial_on_unit_interval() {
     let mut seed: u64 = 11;
     let coeffs: Vec<f64> = (0..=63)
         .map(|k| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) / (k as f64 + 1.0)
         })
         .collect();
@@ -149,7 +209,15 @@ fn degree_63_polynomial_on_unit_interval() {
     assert_eq!(poly.depth(), 6, "no affine level on [-1, 1]");
     let x = inputs(2048, -1.0, 1.0);
     let o = run(&mut s, &poly, &x, None);
-    check("random degree 63", &poly, &x, &o, |v| poly.eval_plain(v), 15.0, 15.0);
+    check(
+        "random degree 63",
+        &poly,
+        &x,
+        &o,
+        |v| poly.eval_plain(v),
+        15.0,
+        15.0,
+    );
 }
 
 #[test]
@@ -166,7 +234,15 @@ fn silu_and_relu_squared() {
     let x = inputs(2048, -4.0, 4.0);
     let o = run(&mut s, &poly, &x, None);
     // ReLU^2 is only C^1: the fit itself limits the agreement with the function.
-    check("ReLU^2 [-4, 4]", &poly, &x, &o, polynomial::relu_squared, 18.0, 6.0);
+    check(
+        "ReLU^2 [-4, 4]",
+        &poly,
+        &x,
+        &o,
+        polynomial::relu_squared,
+        18.0,
+        6.0,
+    );
 }
 
 #[test]
@@ -178,14 +254,38 @@ fn stock_preset_and_shifted_interval() {
     assert_eq!(poly.depth(), 4);
     let x = inputs(2048, 0.0, 2.0);
     let o = run(&mut s, &poly, &x, None);
-    check("sin [0, 2] on insecure-n12", &poly, &x, &o, f64::sin, 21.0, 21.0);
+    check(
+        "sin [0, 2] on insecure-n12",
+        &poly,
+        &x,
+        &o,
+        f64::sin,
+        21.0,
+        21.0,
+    );
 
     // Degree 16 on [-10, 11] needs 6 levels: refused, not silently wrong.
     let poly = polynomial::sigmoid_poly(-10.0, 11.0, 16).unwrap();
-    let pt = s.encoder.encode_real(&[0.5], s.params.max_level(), s.params.default_scale(), s.params.log_slots()).unwrap();
+    let pt = s
+        .encoder
+        .encode_real(
+            &[0.5],
+            s.params.max_level(),
+            s.params.default_scale(),
+            s.params.log_slots(),
+        )
+        .unwrap();
     let ct = s.enc.encrypt(&pt).unwrap();
-    let err = PolynomialEvaluator::new(&s.eval).evaluate(&ct, &poly).unwrap_err();
-    assert_eq!(err, CkksError::LevelTooLow { needed: 6, level: 5 });
+    let err = PolynomialEvaluator::new(&s.eval)
+        .evaluate(&ct, &poly)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CkksError::LevelTooLow {
+            needed: 6,
+            level: 5
+        }
+    );
 }
 
 #[test]
@@ -195,7 +295,15 @@ fn inverse_sqrt_with_newton_steps() {
     let f = InvSqrt::new(lo, hi, 7, 2).unwrap();
     assert_eq!(f.depth(), 3 + 1 + 2 * 2);
     let x = inputs(2048, lo, hi);
-    let pt = s.encoder.encode_real(&x, s.params.max_level(), s.params.default_scale(), s.params.log_slots()).unwrap();
+    let pt = s
+        .encoder
+        .encode_real(
+            &x,
+            s.params.max_level(),
+            s.params.default_scale(),
+            s.params.log_slots(),
+        )
+        .unwrap();
     let ct = s.enc.encrypt(&pt).unwrap();
     let (out, cost) = PolynomialEvaluator::new(&s.eval).inv_sqrt(&ct, &f).unwrap();
     assert_eq!(ct.level() - out.level(), f.depth());
@@ -204,10 +312,20 @@ fn inverse_sqrt_with_newton_steps() {
     let got = s.encoder.decode(&s.dec.decrypt(&out).unwrap());
     let twin = complex(&x.iter().map(|&v| f.eval_plain(v)).collect::<Vec<_>>());
     let exact = complex(&x.iter().map(|&v| 1.0 / v.sqrt()).collect::<Vec<_>>());
-    let guess_only = InvSqrt { newton_steps: 0, ..f.clone() };
-    let guess = complex(&x.iter().map(|&v| guess_only.eval_plain(v)).collect::<Vec<_>>());
-    let (p_twin, p_exact, p_guess) =
-        (precision_bits(&got, &twin), precision_bits(&got, &exact), precision_bits(&guess, &exact));
+    let guess_only = InvSqrt {
+        newton_steps: 0,
+        ..f.clone()
+    };
+    let guess = complex(
+        &x.iter()
+            .map(|&v| guess_only.eval_plain(v))
+            .collect::<Vec<_>>(),
+    );
+    let (p_twin, p_exact, p_guess) = (
+        precision_bits(&got, &twin),
+        precision_bits(&got, &exact),
+        precision_bits(&guess, &exact),
+    );
     eprintln!(
         "1/sqrt on [{lo}, {hi}]: guess degree 7 ({p_guess:.1} bits alone), 2 Newton steps; depth {}, \
          {} ct-ct products; vs twin {p_twin:.1} bits, vs 1/sqrt {p_exact:.1} bits",
@@ -215,5 +333,8 @@ fn inverse_sqrt_with_newton_steps() {
     );
     assert!(p_twin >= 21.0);
     assert!(p_exact >= 20.0);
-    assert!(p_exact > p_guess + 8.0, "the Newton steps must refine the guess");
+    assert!(
+        p_exact > p_guess + 8.0,
+        "the Newton steps must refine the guess"
+    );
 }

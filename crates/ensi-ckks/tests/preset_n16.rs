@@ -8,7 +8,6 @@
 
 mod common;
 use common::*;
-use ensi_ckks::*;
 
 #[test]
 fn n16_l20_mul_relin_rescale_and_rotate() {
@@ -17,12 +16,27 @@ fn n16_l20_mul_relin_rescale_and_rotate() {
     assert!(c.params.log_qp() <= 1772.0);
     let (a, b) = (random_values(c.slots(), 1), random_values(c.slots(), 2));
     let pk_ct = c.encrypt(&a);
-    assert_precision("n16-l20 fresh public-key encryption", &c.decrypt(&pk_ct), &a, 19.0);
+    assert_precision(
+        "n16-l20 fresh public-key encryption",
+        &c.decrypt(&pk_ct),
+        &a,
+        19.0,
+    );
     let (ca, cb) = (c.encrypt_sk(&a), c.encrypt_sk(&b));
-    assert_precision("n16-l20 fresh secret-key encryption", &c.decrypt(&ca), &a, 25.0);
+    assert_precision(
+        "n16-l20 fresh secret-key encryption",
+        &c.decrypt(&ca),
+        &a,
+        25.0,
+    );
     let prod = c.eval.mul_rescale(&ca, &cb).unwrap();
     let want: Vec<_> = a.iter().zip(&b).map(|(x, y)| x * y).collect();
-    assert_precision("n16-l20 mul + relinearize + rescale", &c.decrypt(&prod), &want, 20.0);
+    assert_precision(
+        "n16-l20 mul + relinearize + rescale",
+        &c.decrypt(&prod),
+        &want,
+        20.0,
+    );
     let rot = c.eval.rotate(&prod, 5).unwrap();
     let n = want.len();
     let want: Vec<_> = (0..n).map(|i| want[(i + 5) % n]).collect();

@@ -24,7 +24,12 @@ fn fixture() -> &'static std::sync::Mutex<Fixture> {
         let values = random_values(ctx.slots(), 11);
         let ct = ctx.encrypt(&values);
         let ct_bytes = ct.to_bytes(&ctx.params);
-        std::sync::Mutex::new(Fixture { ctx, keys, ct_bytes, values })
+        std::sync::Mutex::new(Fixture {
+            ctx,
+            keys,
+            ct_bytes,
+            values,
+        })
     })
 }
 
@@ -45,7 +50,12 @@ fn round_trips_preserve_meaning() {
     assert_eq!(Plaintext::from_bytes(p, &pt.to_bytes(p)).unwrap(), pt);
 
     let sk = SecretKey::from_bytes(p, &c.sk.to_bytes()).unwrap();
-    assert_precision("decrypt with re-read secret key", &c.encoder.decode(&Decryptor::new(&sk).decrypt(&ct).unwrap()), &f.values, 20.0);
+    assert_precision(
+        "decrypt with re-read secret key",
+        &c.encoder.decode(&Decryptor::new(&sk).decrypt(&ct).unwrap()),
+        &f.values,
+        20.0,
+    );
 
     let pk = PublicKey::from_bytes(p, &c.pk.to_bytes(p)).unwrap();
     assert_eq!(pk, c.pk);
@@ -74,7 +84,10 @@ fn seeded_keys_travel_at_half_size() {
     let in_memory = rk.switching_key().byte_size() as f64;
     let on_wire = rk.to_bytes(p).len() as f64;
     let ratio = on_wire / in_memory;
-    assert!((0.49..0.52).contains(&ratio), "serialized/in-memory = {ratio}");
+    assert!(
+        (0.49..0.52).contains(&ratio),
+        "serialized/in-memory = {ratio}"
+    );
 }
 
 #[test]
@@ -89,30 +102,51 @@ fn header_errors_are_typed() {
     assert_eq!(err(&b), CkksError::Decode(DecodeError::BadMagic));
     let mut b = good.clone();
     b[4] = 9;
-    assert_eq!(err(&b), CkksError::Decode(DecodeError::UnsupportedVersion(9)));
+    assert_eq!(
+        err(&b),
+        CkksError::Decode(DecodeError::UnsupportedVersion(9))
+    );
     let mut b = good.clone();
     b[6] = 3;
-    assert!(matches!(err(&b), CkksError::Decode(DecodeError::WrongKind { found: 3, .. })));
+    assert!(matches!(
+        err(&b),
+        CkksError::Decode(DecodeError::WrongKind { found: 3, .. })
+    ));
     let mut b = good.clone();
     b[20] ^= 1;
     assert_eq!(err(&b), CkksError::Decode(DecodeError::FingerprintMismatch));
     // Made for other parameters.
-    let other = ParametersLiteral::preset("insecure-n12").unwrap().build().unwrap();
-    assert_eq!(Ciphertext::from_bytes(&other, good).unwrap_err(), CkksError::Decode(DecodeError::FingerprintMismatch));
+    let other = ParametersLiteral::preset("insecure-n12")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(
+        Ciphertext::from_bytes(&other, good).unwrap_err(),
+        CkksError::Decode(DecodeError::FingerprintMismatch)
+    );
     // A residue above its modulus (first word of c0).
     let mut b = good.clone();
     let first_word = 40 + 8 + 1 + 5;
     b[first_word..first_word + 8].copy_from_slice(&u64::MAX.to_le_bytes());
-    assert!(matches!(err(&b), CkksError::Decode(DecodeError::ResidueOutOfRange { .. })));
+    assert!(matches!(
+        err(&b),
+        CkksError::Decode(DecodeError::ResidueOutOfRange { .. })
+    ));
     // Trailing garbage and truncation.
     let mut b = good.clone();
     b.push(0);
     assert_eq!(err(&b), CkksError::Decode(DecodeError::TrailingBytes(1)));
-    assert!(matches!(err(&good[..good.len() - 1]), CkksError::Decode(DecodeError::Truncated { .. })));
+    assert!(matches!(
+        err(&good[..good.len() - 1]),
+        CkksError::Decode(DecodeError::Truncated { .. })
+    ));
     // A secret key with a coefficient outside {-1, 0, 1}.
     let mut b = f.ctx.sk.to_bytes();
     b[45] = 7;
-    assert!(matches!(SecretKey::from_bytes(p, &b), Err(CkksError::Decode(DecodeError::InvalidValue { .. }))));
+    assert!(matches!(
+        SecretKey::from_bytes(p, &b),
+        Err(CkksError::Decode(DecodeError::InvalidValue { .. }))
+    ));
     // An insecure literal re-labelled as secure is refused when read back.
     let mut pb = p.to_bytes();
     let name_len = u16::from_le_bytes([pb[40], pb[41]]) as usize;
@@ -127,8 +161,14 @@ fn every_truncation_of_a_key_set_is_an_error() {
     let p = &f.ctx.params;
     let bytes = f.keys.to_bytes(p);
     let step = (bytes.len() / 500).max(1);
-    for len in (0..bytes.len()).step_by(step).chain(bytes.len() - 64..bytes.len()) {
-        assert!(EvaluationKeys::from_bytes(p, &bytes[..len]).is_err(), "prefix of {len} bytes accepted");
+    for len in (0..bytes.len())
+        .step_by(step)
+        .chain(bytes.len() - 64..bytes.len())
+    {
+        assert!(
+            EvaluationKeys::from_bytes(p, &bytes[..len]).is_err(),
+            "prefix of {len} bytes accepted"
+        );
     }
 }
 

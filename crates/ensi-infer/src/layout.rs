@@ -59,9 +59,18 @@ impl ColumnLayout {
     }
 
     /// Decrypts the columns back into an s x d matrix (client side).
-    pub fn decrypt(&self, cts: &[Ciphertext], encoder: &Encoder, decryptor: &Decryptor) -> Result<Matrix> {
+    pub fn decrypt(
+        &self,
+        cts: &[Ciphertext],
+        encoder: &Encoder,
+        decryptor: &Decryptor,
+    ) -> Result<Matrix> {
         if cts.len() != self.features {
-            return Err(InferError::Shape(format!("{} ciphertexts for {} columns", cts.len(), self.features)));
+            return Err(InferError::Shape(format!(
+                "{} ciphertexts for {} columns",
+                cts.len(),
+                self.features
+            )));
         }
         let mut m = Matrix::zeros(self.tokens, self.features);
         for (j, ct) in cts.iter().enumerate() {

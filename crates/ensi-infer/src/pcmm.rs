@@ -15,9 +15,17 @@ use rayon::prelude::*;
 /// Y = X W^T for the column layout: `columns[c]` holds input feature c;
 /// output column r is sum_c W[r][c] columns[c], with W ternary (the
 /// per-tensor scale is left to the caller).
-pub fn ternary_pcmm_columns(eval: &Evaluator, columns: &[Ciphertext], w: &TernaryMatrix) -> Result<Vec<Ciphertext>> {
+pub fn ternary_pcmm_columns(
+    eval: &Evaluator,
+    columns: &[Ciphertext],
+    w: &TernaryMatrix,
+) -> Result<Vec<Ciphertext>> {
     if w.cols() != columns.len() {
-        return Err(InferError::Shape(format!("weight has {} columns, input has {}", w.cols(), columns.len())));
+        return Err(InferError::Shape(format!(
+            "weight has {} columns, input has {}",
+            w.cols(),
+            columns.len()
+        )));
     }
     let values = w.values();
     (0..w.rows())
@@ -25,7 +33,9 @@ pub fn ternary_pcmm_columns(eval: &Evaluator, columns: &[Ciphertext], w: &Ternar
         .map(|r| {
             let row = &values[r * w.cols()..(r + 1) * w.cols()];
             if let Some(v) = row.iter().find(|v| !(-1..=1).contains(*v)) {
-                return Err(InferError::Shape(format!("weight value {v} is not ternary")));
+                return Err(InferError::Shape(format!(
+                    "weight value {v} is not ternary"
+                )));
             }
             // Start from the first nonzero column as it is; if its weight is
             // -1 the accumulator holds the negated sum until one final negation.

@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 #[test]
 fn ternary_pcmm_matches_plaintext() {
-    let params = ParametersLiteral::preset("insecure-n10").unwrap().build().unwrap();
+    let params = ParametersLiteral::preset("insecure-n10")
+        .unwrap()
+        .build()
+        .unwrap();
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.gen_secret_key();
     let encoder = Encoder::new(&params);
@@ -20,24 +23,47 @@ fn ternary_pcmm_matches_plaintext() {
     let (tokens, d_in, d_out) = (5, 12, 7);
     let mut s = 17u64;
     let mut next = || {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         s >> 33
     };
-    let x = Matrix::from_vec(tokens, d_in, (0..tokens * d_in).map(|_| (next() % 2001) as f64 / 1000.0 - 1.0).collect());
+    let x = Matrix::from_vec(
+        tokens,
+        d_in,
+        (0..tokens * d_in)
+            .map(|_| (next() % 2001) as f64 / 1000.0 - 1.0)
+            .collect(),
+    );
     let mut wv: Vec<i8> = (0..d_out * d_in).map(|_| (next() % 3) as i8 - 1).collect();
     wv[..d_in].iter_mut().for_each(|v| *v = 0); // an all-zero row
     wv[d_in] = -1; // a row that starts with -1
     let w = TernaryMatrix::new("w", d_out, d_in, wv.clone(), 0.37).unwrap();
 
     let layout = ColumnLayout::new(tokens, d_in);
-    let cols = layout.encrypt(&x, &encoder, &mut enc, params.max_level(), params.default_scale()).unwrap();
+    let cols = layout
+        .encrypt(
+            &x,
+            &encoder,
+            &mut enc,
+            params.max_level(),
+            params.default_scale(),
+        )
+        .unwrap();
     let out = ternary_pcmm_columns(&eval, &cols, &w).unwrap();
-    assert!(out.iter().all(|c| c.level() == params.max_level()), "no level consumed");
-    let y = ColumnLayout::new(tokens, d_out).decrypt(&out, &encoder, &dec).unwrap();
+    assert!(
+        out.iter().all(|c| c.level() == params.max_level()),
+        "no level consumed"
+    );
+    let y = ColumnLayout::new(tokens, d_out)
+        .decrypt(&out, &encoder, &dec)
+        .unwrap();
     let mut max_err = 0f64;
     for t in 0..tokens {
         for r in 0..d_out {
-            let want: f64 = (0..d_in).map(|c| wv[r * d_in + c] as f64 * x.get(t, c)).sum();
+            let want: f64 = (0..d_in)
+                .map(|c| wv[r * d_in + c] as f64 * x.get(t, c))
+                .sum();
             max_err = max_err.max((y.get(t, r) - want).abs());
         }
     }

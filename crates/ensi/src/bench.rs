@@ -66,9 +66,17 @@ struct BaselineReport {
 }
 
 /// Runs the OpenFHE baseline script and parses its JSON.
-fn run_openfhe(args: &BenchArgs, params: &Parameters) -> std::result::Result<BaselineReport, String> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/openfhe_baseline.py");
-    eprintln!("running the OpenFHE baseline ({} {}) ...", args.openfhe_python, script.display());
+fn run_openfhe(
+    args: &BenchArgs,
+    params: &Parameters,
+) -> std::result::Result<BaselineReport, String> {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/openfhe_baseline.py");
+    eprintln!(
+        "running the OpenFHE baseline ({} {}) ...",
+        args.openfhe_python,
+        script.display()
+    );
     let out = std::process::Command::new(&args.openfhe_python)
         .arg(&script)
         .args(["--runs", &args.runs.to_string()])
@@ -79,7 +87,10 @@ fn run_openfhe(args: &BenchArgs, params: &Parameters) -> std::result::Result<Bas
         .output()
         .map_err(|e| format!("cannot run {}: {e}", args.openfhe_python))?;
     if !out.status.success() {
-        return Err(format!("OpenFHE baseline failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "OpenFHE baseline failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| format!("bad baseline output: {e}"))
 }
@@ -107,7 +118,9 @@ pub fn run(args: BenchArgs) -> CliResult {
     if args.runs < 5 {
         return Err("--runs must be at least 5".into());
     }
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(args.threads.max(1)).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.max(1))
+        .build()?;
     // Errors cross the pool as text (boxed errors are not Send).
     pool.install(|| match args.suite {
         Suite::Ckks => bench_ckks(&args).map_err(|e| e.to_string()),
@@ -126,12 +139,18 @@ fn time_ms(runs: usize, mut f: impl FnMut()) -> OpResult {
         })
         .collect();
     t.sort_by(|a, b| a.total_cmp(b));
-    OpResult { median_ms: t[runs / 2], runs }
+    OpResult {
+        median_ms: t[runs / 2],
+        runs,
+    }
 }
 
 fn bench_ckks(args: &BenchArgs) -> CliResult {
     let params = ParametersLiteral::preset(&args.preset)?.build()?;
-    eprintln!("preset {}: {:?}, {} thread(s), {} runs per op", args.preset, params, args.threads, args.runs);
+    eprintln!(
+        "preset {}: {:?}, {} thread(s), {} runs per op",
+        args.preset, params, args.threads, args.runs
+    );
     let baseline = match args.baseline {
         Some(Baseline::Openfhe) => Some(run_openfhe(args, &params)?),
         None => None,
@@ -144,17 +163,33 @@ fn bench_ckks(args: &BenchArgs) -> CliResult {
     };
 
     let ring = params.ring();
-    let mut limb: Vec<u64> = (0..ring.n() as u64).map(|i| i * 7919 % ring.q()[0].value()).collect();
+    let mut limb: Vec<u64> = (0..ring.n() as u64)
+        .map(|i| i * 7919 % ring.q()[0].value())
+        .collect();
     let plan = ring.plan(params.q_count(), 0);
-    record("ntt", time_ms(runs.max(50), || plan.forward(std::hint::black_box(&mut limb))));
+    record(
+        "ntt",
+        time_ms(runs.max(50), || {
+            plan.forward(std::hint::black_box(&mut limb))
+        }),
+    );
 
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.gen_secret_key();
     let pk = kg.gen_public_key(&sk);
     let relin = kg.gen_relin_key(&sk);
-    record("keygen_relin", time_ms(runs, || drop(kg.gen_relin_key(&sk))));
-    record("keygen_rotation", time_ms(runs, || drop(kg.gen_rotation_key(&sk, 1))));
-    let mut keys = EvaluationKeys { relin: Some(relin), ..Default::default() };
+    record(
+        "keygen_relin",
+        time_ms(runs, || drop(kg.gen_relin_key(&sk))),
+    );
+    record(
+        "keygen_rotation",
+        time_ms(runs, || drop(kg.gen_rotation_key(&sk, 1))),
+    );
+    let mut keys = EvaluationKeys {
+        relin: Some(relin),
+        ..Default::default()
+    };
     for step in 1..=8 {
         keys.insert_galois(kg.gen_rotation_key(&sk, step));
     }
@@ -164,32 +199,72 @@ fn bench_ckks(args: &BenchArgs) -> CliResult {
     let dec = Decryptor::new(&sk);
 
     let slots = 1usize << params.log_slots();
-    let values: Vec<Complex64> = (0..slots).map(|i| Complex64::new((i as f64).sin(), (i as f64).cos())).collect();
+    let values: Vec<Complex64> = (0..slots)
+        .map(|i| Complex64::new((i as f64).sin(), (i as f64).cos()))
+        .collect();
     let (level, scale) = (params.max_level(), params.default_scale());
-    record("encode", time_ms(runs, || drop(encoder.encode(&values, level, scale, params.log_slots()).unwrap())));
+    record(
+        "encode",
+        time_ms(runs, || {
+            drop(
+                encoder
+                    .encode(&values, level, scale, params.log_slots())
+                    .unwrap(),
+            )
+        }),
+    );
     let pt = encoder.encode(&values, level, scale, params.log_slots())?;
     record("encrypt", time_ms(runs, || drop(enc.encrypt(&pt).unwrap())));
     let ct = enc.encrypt(&pt)?;
     let ct2 = enc.encrypt(&pt)?;
-    record("decrypt", time_ms(runs, || drop(encoder.decode(&dec.decrypt(&ct).unwrap()))));
+    record(
+        "decrypt",
+        time_ms(runs, || drop(encoder.decode(&dec.decrypt(&ct).unwrap()))),
+    );
     record("add", time_ms(runs, || drop(eval.add(&ct, &ct2).unwrap())));
-    record("mul_plain_rescale", time_ms(runs, || drop(eval.rescale(&eval.mul_plain(&ct, &pt).unwrap()).unwrap())));
-    record("mul_relin_rescale", time_ms(runs, || drop(eval.mul_rescale(&ct, &ct2).unwrap())));
+    record(
+        "mul_plain_rescale",
+        time_ms(runs, || {
+            drop(eval.rescale(&eval.mul_plain(&ct, &pt).unwrap()).unwrap())
+        }),
+    );
+    record(
+        "mul_relin_rescale",
+        time_ms(runs, || drop(eval.mul_rescale(&ct, &ct2).unwrap())),
+    );
     let tensor = eval.tensor(&ct, &ct2)?;
-    record("relinearize", time_ms(runs, || drop(eval.relinearize(&tensor).unwrap())));
+    record(
+        "relinearize",
+        time_ms(runs, || drop(eval.relinearize(&tensor).unwrap())),
+    );
     let prod = eval.relinearize(&tensor)?;
-    record("rescale", time_ms(runs, || drop(eval.rescale(&prod).unwrap())));
-    record("rotate", time_ms(runs, || drop(eval.rotate(&ct, 1).unwrap())));
+    record(
+        "rescale",
+        time_ms(runs, || drop(eval.rescale(&prod).unwrap())),
+    );
+    record(
+        "rotate",
+        time_ms(runs, || drop(eval.rotate(&ct, 1).unwrap())),
+    );
     let steps: Vec<i64> = (1..=8).collect();
-    record("rotate_hoisted_8", time_ms(runs, || drop(eval.rotate_hoisted(&ct, &steps).unwrap())));
+    record(
+        "rotate_hoisted_8",
+        time_ms(runs, || drop(eval.rotate_hoisted(&ct, &steps).unwrap())),
+    );
 
     let mut ratios = BTreeMap::new();
     if let Some(b) = &baseline {
-        eprintln!("\n{:<20} {:>12} {:>12} {:>8}", "op", "ensi ms", "openfhe ms", "ratio");
+        eprintln!(
+            "\n{:<20} {:>12} {:>12} {:>8}",
+            "op", "ensi ms", "openfhe ms", "ratio"
+        );
         for (name, ours) in &ops {
             if let Some(theirs) = b.ops.get(*name) {
                 let r = ours.median_ms / theirs.median_ms;
-                eprintln!("{name:<20} {:>12.2} {:>12.2} {:>8.3}", ours.median_ms, theirs.median_ms, r);
+                eprintln!(
+                    "{name:<20} {:>12.2} {:>12.2} {:>8.3}",
+                    ours.median_ms, theirs.median_ms, r
+                );
                 ratios.insert(*name, r);
             }
         }

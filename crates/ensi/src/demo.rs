@@ -17,7 +17,10 @@
 
 use crate::CliResult;
 use clap::Args;
-use ensi_ckks::{Ciphertext, Decryptor, Encoder, EvaluationKeys, Evaluator, Encryptor, KeyGenerator, ParametersLiteral};
+use ensi_ckks::{
+    Ciphertext, Decryptor, Encoder, Encryptor, EvaluationKeys, Evaluator, KeyGenerator,
+    ParametersLiteral,
+};
 use ensi_infer::layout::ColumnLayout;
 use ensi_infer::pcmm::ternary_pcmm_columns;
 use ensi_model::generate::argmax;
@@ -56,11 +59,19 @@ impl Timings {
 
 pub fn run(args: DemoArgs) -> CliResult {
     let mut timings = Timings(Vec::new());
-    let dir = args.model_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("ensi-demo-{}", std::process::id())));
-    println!("ENSI demo: built-in tiny 1bitLLM-layout model, prompt {:?}", args.prompt);
+    let dir = args
+        .model_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("ensi-demo-{}", std::process::id())));
+    println!(
+        "ENSI demo: built-in tiny 1bitLLM-layout model, prompt {:?}",
+        args.prompt
+    );
 
     // --- plaintext model ---------------------------------------------------------------
-    timings.time("write built-in model", || ensi_model::write_tiny(&dir, &TinyOptions::new(Family::OneBitLlm, 0)))?;
+    timings.time("write built-in model", || {
+        ensi_model::write_tiny(&dir, &TinyOptions::new(Family::OneBitLlm, 0))
+    })?;
     let model = BitNetModel::load(&dir)?;
     let tokenizer = Tokenizer::from_dir(&dir)?;
     let tokens = tokenizer.encode(&args.prompt)?;
@@ -69,11 +80,14 @@ pub fn run(args: DemoArgs) -> CliResult {
     }
     let approx = EnsiApprox::for_model_dir(&dir)?;
     let twin = Mode::twin(&approx)?;
-    let (orig_fwd, twin_fwd, trace) = timings.time("plaintext original + twin", || -> Result<_, ensi_model::ModelError> {
-        let orig = model.forward(&tokens, &mut model.new_cache(), &Mode::original())?;
-        let (tw, trace) = model.forward_traced(&tokens, &mut model.new_cache(), &twin)?;
-        Ok((orig, tw, trace))
-    })?;
+    let (orig_fwd, twin_fwd, trace) = timings.time(
+        "plaintext original + twin",
+        || -> Result<_, ensi_model::ModelError> {
+            let orig = model.forward(&tokens, &mut model.new_cache(), &Mode::original())?;
+            let (tw, trace) = model.forward_traced(&tokens, &mut model.new_cache(), &twin)?;
+            Ok((orig, tw, trace))
+        },
+    )?;
     let last = tokens.len() - 1;
     let next_orig = argmax(orig_fwd.logits.row(last)) as u32;
     let next_twin = argmax(twin_fwd.logits.row(last)) as u32;
@@ -89,31 +103,65 @@ pub fn run(args: DemoArgs) -> CliResult {
     // --- client: keys and encryption -----------------------------------------------------
     let params = ParametersLiteral::preset(&args.preset)?.build()?;
     if params.is_insecure() && !args.allow_insecure {
-        return Err(format!("preset {} is not 128-bit secure; real data needs a secure preset", args.preset).into());
+        return Err(format!(
+            "preset {} is not 128-bit secure; real data needs a secure preset",
+            args.preset
+        )
+        .into());
     }
-    println!("  CKKS preset {}: N = 2^{}, {} levels, log2(QP) = {:.0}", params.name(), params.log_n(), params.max_level(), params.log_qp());
-    let sk = timings.time("client: key generation", || KeyGenerator::new(&params).gen_secret_key());
+    println!(
+        "  CKKS preset {}: N = 2^{}, {} levels, log2(QP) = {:.0}",
+        params.name(),
+        params.log_n(),
+        params.max_level(),
+        params.log_qp()
+    );
+    let sk = timings.time("client: key generation", || {
+        KeyGenerator::new(&params).gen_secret_key()
+    });
     let encoder = Encoder::new(&params);
     let mut encryptor = Encryptor::with_secret_key(&params, &sk);
     let x = &trace.layers[0].attn_norm;
     let layout = ColumnLayout::new(x.rows(), x.cols());
     let cts = timings.time("client: encrypt (column layout)", || {
-        layout.encrypt(x, &encoder, &mut encryptor, params.max_level(), params.default_scale())
+        layout.encrypt(
+            x,
+            &encoder,
+            &mut encryptor,
+            params.max_level(),
+            params.default_scale(),
+        )
     })?;
     let upload: usize = cts.iter().map(|c| c.to_bytes(&params).len()).sum();
-    println!("  client -> server: {} ciphertexts, {:.1} MB", cts.len(), upload as f64 / 1e6);
+    println!(
+        "  client -> server: {} ciphertexts, {:.1} MB",
+        cts.len(),
+        upload as f64 / 1e6
+    );
 
     // --- server: multiplication-free ternary PCMM ---------------------------------------
     // The server sees only ciphertexts and public parameters; the PCMM needs no evaluation key.
-    let received: Vec<Ciphertext> = cts.iter().map(|c| Ciphertext::from_bytes(&params, &c.to_bytes(&params))).collect::<Result<_, _>>()?;
+    let received: Vec<Ciphertext> = cts
+        .iter()
+        .map(|c| Ciphertext::from_bytes(&params, &c.to_bytes(&params)))
+        .collect::<Result<_, _>>()?;
     let eval = Evaluator::new(&params, Arc::new(EvaluationKeys::default()));
     let w = &model.layers()[0].q_proj;
-    let out = timings.time("server: q_proj ternary PCMM", || ternary_pcmm_columns(&eval, &received, w))?;
-    println!("  server: q_proj ({}x{} ternary) with additions only, levels used: {}", w.rows(), w.cols(), params.max_level() - out[0].level());
+    let out = timings.time("server: q_proj ternary PCMM", || {
+        ternary_pcmm_columns(&eval, &received, w)
+    })?;
+    println!(
+        "  server: q_proj ({}x{} ternary) with additions only, levels used: {}",
+        w.rows(),
+        w.cols(),
+        params.max_level() - out[0].level()
+    );
 
     // --- client: decrypt and compare -------------------------------------------------------
     let dec = Decryptor::new(&sk);
-    let mut q = timings.time("client: decrypt", || ColumnLayout::new(x.rows(), w.rows()).decrypt(&out, &encoder, &dec))?;
+    let mut q = timings.time("client: decrypt", || {
+        ColumnLayout::new(x.rows(), w.rows()).decrypt(&out, &encoder, &dec)
+    })?;
     // The per-tensor scale was folded out of the PCMM; the client applies it here.
     q.data_mut().iter_mut().for_each(|v| *v *= w.scale());
     // The twin's own BitLinear on the same input (the trace's `q` is after RoPE).

@@ -72,7 +72,8 @@ fn best_split(indices: &[usize], n: usize) -> usize {
     let mut n1 = 1;
     while n1 <= n {
         let (babies, giants) = split_sets(indices, n1);
-        let cost = babies.iter().filter(|&&i| i != 0).count() + giants.iter().filter(|&&j| j != 0).count();
+        let cost =
+            babies.iter().filter(|&&i| i != 0).count() + giants.iter().filter(|&&j| j != 0).count();
         if cost <= best.0 {
             best = (cost, n1);
         }
@@ -82,14 +83,26 @@ fn best_split(indices: &[usize], n: usize) -> usize {
 }
 
 fn split_sets(indices: &[usize], n1: usize) -> (BTreeSet<usize>, BTreeSet<usize>) {
-    (indices.iter().map(|k| k % n1).collect(), indices.iter().map(|k| k / n1).collect())
+    (
+        indices.iter().map(|k| k % n1).collect(),
+        indices.iter().map(|k| k / n1).collect(),
+    )
 }
 
 /// The nonzero rotation steps of the split: baby steps i, then giant steps n1 j.
 fn steps_for(indices: &[usize], n1: usize) -> Vec<i64> {
     let (babies, giants) = split_sets(indices, n1);
-    let mut steps: Vec<i64> = babies.into_iter().filter(|&i| i != 0).map(|i| i as i64).collect();
-    steps.extend(giants.into_iter().filter(|&j| j != 0).map(|j| (n1 * j) as i64));
+    let mut steps: Vec<i64> = babies
+        .into_iter()
+        .filter(|&i| i != 0)
+        .map(|i| i as i64)
+        .collect();
+    steps.extend(
+        giants
+            .into_iter()
+            .filter(|&j| j != 0)
+            .map(|j| (n1 * j) as i64),
+    );
     steps
 }
 
@@ -99,11 +112,18 @@ impl LinearTransform {
         let n = matrix.len();
         let log_slots = log2_exact(n, "dense matrix")?;
         if matrix.iter().any(|row| row.len() != n) {
-            return Err(invalid(format!("dense matrix: every row must have {n} entries")));
+            return Err(invalid(format!(
+                "dense matrix: every row must have {n} entries"
+            )));
         }
         let zero = Complex64::new(0.0, 0.0);
         let diagonals = (0..n)
-            .map(|k| (k, (0..n).map(|i| matrix[i][(i + k) % n]).collect::<Vec<_>>()))
+            .map(|k| {
+                (
+                    k,
+                    (0..n).map(|i| matrix[i][(i + k) % n]).collect::<Vec<_>>(),
+                )
+            })
             .filter(|(_, d)| d.iter().any(|&v| v != zero))
             .collect();
         Self::from_map(log_slots, diagonals)
@@ -120,7 +140,10 @@ impl LinearTransform {
         let mut map: BTreeMap<usize, Vec<Complex64>> = BTreeMap::new();
         for (k, d) in diagonals {
             if d.len() != n {
-                return Err(invalid(format!("diagonal {k} has {} values, expected {n}", d.len())));
+                return Err(invalid(format!(
+                    "diagonal {k} has {} values, expected {n}",
+                    d.len()
+                )));
             }
             let k = k.rem_euclid(n as i64) as usize;
             match map.get_mut(&k) {
@@ -137,10 +160,17 @@ impl LinearTransform {
         if log_slots > 30 {
             return Err(CkksError::InvalidSlots(log_slots));
         }
-        if diagonals.values().flatten().any(|v| !(v.re.is_finite() && v.im.is_finite())) {
+        if diagonals
+            .values()
+            .flatten()
+            .any(|v| !(v.re.is_finite() && v.im.is_finite()))
+        {
             return Err(invalid("linear transform with non-finite entries".into()));
         }
-        Ok(Self { log_slots, diagonals })
+        Ok(Self {
+            log_slots,
+            diagonals,
+        })
     }
 
     /// log2 of the slot count.
@@ -193,13 +223,23 @@ impl LinearTransform {
         output_scale: f64,
     ) -> Result<EncodedLinearTransform> {
         if level == 0 {
-            return Err(CkksError::LevelTooLow { needed: 1, level: 0 });
+            return Err(CkksError::LevelTooLow {
+                needed: 1,
+                level: 0,
+            });
         }
         let params = encoder.params();
         if level > params.max_level() {
-            return Err(CkksError::LevelTooLow { needed: level, level: params.max_level() });
+            return Err(CkksError::LevelTooLow {
+                needed: level,
+                level: params.max_level(),
+            });
         }
-        if !(input_scale.is_finite() && input_scale > 0.0 && output_scale.is_finite() && output_scale > 0.0) {
+        if !(input_scale.is_finite()
+            && input_scale > 0.0
+            && output_scale.is_finite()
+            && output_scale > 0.0)
+        {
             return Err(invalid(format!("scales {input_scale} -> {output_scale}")));
         }
         let n = self.slots();
@@ -214,7 +254,14 @@ impl LinearTransform {
             let pt = encoder.encode(&rotated, level, pt_scale, self.log_slots)?;
             giants.entry(j).or_default().push((i, pt));
         }
-        Ok(EncodedLinearTransform { log_slots: self.log_slots, level, input_scale, output_scale, n1, giants })
+        Ok(EncodedLinearTransform {
+            log_slots: self.log_slots,
+            level,
+            input_scale,
+            output_scale,
+            n1,
+            giants,
+        })
     }
 
     /// Encodes for `ct` (its level and scale) and evaluates, landing on `output_scale`.
@@ -225,7 +272,8 @@ impl LinearTransform {
         ct: &Ciphertext,
         output_scale: f64,
     ) -> Result<Ciphertext> {
-        self.encode(encoder, ct.level(), ct.scale(), output_scale)?.evaluate(eval, ct)
+        self.encode(encoder, ct.level(), ct.scale(), output_scale)?
+            .evaluate(eval, ct)
     }
 }
 
@@ -252,8 +300,11 @@ impl EncodedLinearTransform {
 
     /// Exactly the rotation steps [`Self::evaluate`] uses.
     pub fn rotation_steps(&self) -> Vec<i64> {
-        let idx: Vec<usize> =
-            self.giants.iter().flat_map(|(&j, v)| v.iter().map(move |(i, _)| j * self.n1 + i)).collect();
+        let idx: Vec<usize> = self
+            .giants
+            .iter()
+            .flat_map(|(&j, v)| v.iter().map(move |(i, _)| j * self.n1 + i))
+            .collect();
         steps_for(&idx, self.n1)
     }
 
@@ -261,19 +312,35 @@ impl EncodedLinearTransform {
     /// the encoded level is dropped to it first; its scale must be the encoded input scale.
     pub fn evaluate(&self, eval: &Evaluator, ct: &Ciphertext) -> Result<Ciphertext> {
         if ct.log_slots() != self.log_slots {
-            return Err(CkksError::SlotMismatch { a: ct.log_slots(), b: self.log_slots });
+            return Err(CkksError::SlotMismatch {
+                a: ct.log_slots(),
+                b: self.log_slots,
+            });
         }
         if ((ct.scale() / self.input_scale) - 1.0).abs() > SCALE_TOLERANCE {
-            return Err(CkksError::ScaleMismatch { a: ct.scale().log2(), b: self.input_scale.log2() });
+            return Err(CkksError::ScaleMismatch {
+                a: ct.scale().log2(),
+                b: self.input_scale.log2(),
+            });
         }
-        let ct = if ct.level() > self.level { eval.drop_to_level(ct, self.level)? } else { ct.clone() };
+        let ct = if ct.level() > self.level {
+            eval.drop_to_level(ct, self.level)?
+        } else {
+            ct.clone()
+        };
         if ct.level() < self.level {
-            return Err(CkksError::LevelTooLow { needed: self.level, level: ct.level() });
+            return Err(CkksError::LevelTooLow {
+                needed: self.level,
+                level: ct.level(),
+            });
         }
         let babies: BTreeSet<usize> = self.giants.values().flatten().map(|(i, _)| *i).collect();
         let steps: Vec<i64> = babies.iter().map(|&i| i as i64).collect();
-        let rotated: BTreeMap<usize, Ciphertext> =
-            babies.iter().copied().zip(eval.rotate_hoisted(&ct, &steps)?).collect();
+        let rotated: BTreeMap<usize, Ciphertext> = babies
+            .iter()
+            .copied()
+            .zip(eval.rotate_hoisted(&ct, &steps)?)
+            .collect();
         let mut acc: Option<Ciphertext> = None;
         for (&j, terms) in &self.giants {
             let mut inner: Option<Ciphertext> = None;
@@ -312,11 +379,20 @@ mod tests {
     #[test]
     fn dense_diagonals_reproduce_the_matrix_product() {
         let n = 8;
-        let m: Vec<Vec<Complex64>> =
-            (0..n).map(|i| (0..n).map(|j| Complex64::new((i * n + j) as f64, (i as f64) - (j as f64))).collect()).collect();
-        let x: Vec<Complex64> = (0..n).map(|i| Complex64::new(i as f64 * 0.5, 1.0)).collect();
+        let m: Vec<Vec<Complex64>> = (0..n)
+            .map(|i| {
+                (0..n)
+                    .map(|j| Complex64::new((i * n + j) as f64, (i as f64) - (j as f64)))
+                    .collect()
+            })
+            .collect();
+        let x: Vec<Complex64> = (0..n)
+            .map(|i| Complex64::new(i as f64 * 0.5, 1.0))
+            .collect();
         let lt = LinearTransform::from_dense(&m).unwrap();
-        let want: Vec<Complex64> = (0..n).map(|i| (0..n).map(|j| m[i][j] * x[j]).sum()).collect();
+        let want: Vec<Complex64> = (0..n)
+            .map(|i| (0..n).map(|j| m[i][j] * x[j]).sum())
+            .collect();
         assert_eq!(lt.apply_plain(&x), want);
     }
 

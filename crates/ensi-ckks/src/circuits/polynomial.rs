@@ -37,7 +37,7 @@
 //!
 //! # Reference twin
 //!
-//! The algorithm is written once over a small [`Backend`] trait; the
+//! The algorithm is written once over a small (crate-private) `Backend` trait; the
 //! homomorphic backend calls the [`Evaluator`], and a plaintext backend runs
 //! the same sequence of operations on `f64` values (rounding constants exactly
 //! as the encrypted path does). [`ChebyshevPoly::eval_bsgs_plain`] and
@@ -88,10 +88,14 @@ impl ChebyshevPoly {
     /// A polynomial from its coefficients (`a < b`, finite, at least one coefficient).
     pub fn new(a: f64, b: f64, coeffs: Vec<f64>) -> Result<Self> {
         if !(a.is_finite() && b.is_finite() && a < b) {
-            return Err(invalid(format!("Chebyshev interval [{a}, {b}] must be finite with a < b")));
+            return Err(invalid(format!(
+                "Chebyshev interval [{a}, {b}] must be finite with a < b"
+            )));
         }
         if coeffs.is_empty() || coeffs.iter().any(|c| !c.is_finite()) {
-            return Err(invalid("Chebyshev coefficients must be finite and non-empty".into()));
+            return Err(invalid(
+                "Chebyshev coefficients must be finite and non-empty".into(),
+            ));
         }
         Ok(Self { a, b, coeffs })
     }
@@ -103,7 +107,9 @@ impl ChebyshevPoly {
     /// the best uniform approximation of that degree.
     pub fn interpolate<F: Fn(f64) -> f64>(f: F, a: f64, b: f64, degree: usize) -> Result<Self> {
         if !(a.is_finite() && b.is_finite() && a < b) {
-            return Err(invalid(format!("Chebyshev interval [{a}, {b}] must be finite with a < b")));
+            return Err(invalid(format!(
+                "Chebyshev interval [{a}, {b}] must be finite with a < b"
+            )));
         }
         let n = degree + 1;
         let pi = std::f64::consts::PI;
@@ -166,7 +172,11 @@ impl ChebyshevPoly {
     /// same scales), on plaintext values with a scale of 2^40 and primes of 2^40.
     pub fn eval_bsgs_plain(&self, x: f64) -> f64 {
         let sim = SimBackend::uniform(self.depth());
-        let ct = SimCt { value: x, level: self.depth(), scale: sim.q(0) };
+        let ct = SimCt {
+            value: x,
+            level: self.depth(),
+            scale: sim.q(0),
+        };
         match Circuit::new(&sim).polynomial(&ct, self, ct.scale) {
             Ok(out) => out.value,
             Err(e) => unreachable!("the plaintext twin has exactly the levels it needs: {e}"),
@@ -176,10 +186,17 @@ impl ChebyshevPoly {
     /// The cost of the homomorphic evaluation (counted on the plaintext twin).
     pub fn cost(&self) -> EvalCost {
         let sim = SimBackend::uniform(self.depth());
-        let ct = SimCt { value: 0.0, level: self.depth(), scale: sim.q(0) };
+        let ct = SimCt {
+            value: 0.0,
+            level: self.depth(),
+            scale: sim.q(0),
+        };
         let circuit = Circuit::new(&sim);
         match circuit.polynomial(&ct, self, ct.scale) {
-            Ok(out) => EvalCost { ct_mults: circuit.mults.get(), depth: ct.level - out.level },
+            Ok(out) => EvalCost {
+                ct_mults: circuit.mults.get(),
+                depth: ct.level - out.level,
+            },
             Err(e) => unreachable!("the plaintext twin has exactly the levels it needs: {e}"),
         }
     }
@@ -256,12 +273,19 @@ impl InvSqrt {
     /// Interpolates 1/sqrt on `[lo, hi]` (`0 < lo < hi`) at `degree`, then `newton_steps` steps.
     pub fn new(lo: f64, hi: f64, degree: usize, newton_steps: usize) -> Result<Self> {
         if !(lo > 0.0 && lo < hi && hi.is_finite()) {
-            return Err(invalid(format!("inverse square root interval [{lo}, {hi}] must satisfy 0 < lo < hi")));
+            return Err(invalid(format!(
+                "inverse square root interval [{lo}, {hi}] must satisfy 0 < lo < hi"
+            )));
         }
         if degree == 0 {
-            return Err(invalid("the inverse square root guess needs degree >= 1".into()));
+            return Err(invalid(
+                "the inverse square root guess needs degree >= 1".into(),
+            ));
         }
-        Ok(Self { guess: ChebyshevPoly::interpolate(|x| 1.0 / x.sqrt(), lo, hi, degree)?, newton_steps })
+        Ok(Self {
+            guess: ChebyshevPoly::interpolate(|x| 1.0 / x.sqrt(), lo, hi, degree)?,
+            newton_steps,
+        })
     }
 
     /// Levels consumed: the guess's depth plus 2 per Newton step.
@@ -287,7 +311,11 @@ impl<'a> PolynomialEvaluator<'a> {
     }
 
     /// p(ct) slot-wise, at the input's scale, [`ChebyshevPoly::depth`] levels lower.
-    pub fn evaluate(&self, ct: &Ciphertext, poly: &ChebyshevPoly) -> Result<(Ciphertext, EvalCost)> {
+    pub fn evaluate(
+        &self,
+        ct: &Ciphertext,
+        poly: &ChebyshevPoly,
+    ) -> Result<(Ciphertext, EvalCost)> {
         self.evaluate_to_scale(ct, poly, ct.scale())
     }
 
@@ -301,7 +329,10 @@ impl<'a> PolynomialEvaluator<'a> {
         let backend = HeBackend { eval: self.eval };
         let circuit = Circuit::new(&backend);
         let out = circuit.polynomial(ct, poly, target_scale)?;
-        let cost = EvalCost { ct_mults: circuit.mults.get(), depth: ct.level() - out.level() };
+        let cost = EvalCost {
+            ct_mults: circuit.mults.get(),
+            depth: ct.level() - out.level(),
+        };
         Ok((out, cost))
     }
 
@@ -310,7 +341,10 @@ impl<'a> PolynomialEvaluator<'a> {
         let backend = HeBackend { eval: self.eval };
         let circuit = Circuit::new(&backend);
         let out = circuit.inv_sqrt(ct, f, ct.scale())?;
-        let cost = EvalCost { ct_mults: circuit.mults.get(), depth: ct.level() - out.level() };
+        let cost = EvalCost {
+            ct_mults: circuit.mults.get(),
+            depth: ct.level() - out.level(),
+        };
         Ok((out, cost))
     }
 }
@@ -365,7 +399,8 @@ impl Backend for HeBackend<'_> {
         self.eval.mul_int(ct, k)
     }
     fn mul_const_scaled(&self, ct: &Ciphertext, c: f64, const_scale: f64) -> Result<Ciphertext> {
-        self.eval.mul_const_scaled(ct, Complex64::new(c, 0.0), const_scale)
+        self.eval
+            .mul_const_scaled(ct, Complex64::new(c, 0.0), const_scale)
     }
     fn add_const(&self, ct: &Ciphertext, c: f64) -> Result<Ciphertext> {
         self.eval.add_const(ct, Complex64::new(c, 0.0))
@@ -395,12 +430,17 @@ pub(crate) struct SimBackend {
 impl SimBackend {
     /// A chain of `levels + 1` primes all equal to 2^40.
     pub(crate) fn uniform(levels: usize) -> Self {
-        Self { primes: vec![2f64.powi(40); levels + 1] }
+        Self {
+            primes: vec![2f64.powi(40); levels + 1],
+        }
     }
 
     fn check_scales(a: f64, b: f64) -> Result<()> {
         if ((a / b) - 1.0).abs() > SCALE_TOLERANCE {
-            return Err(CkksError::ScaleMismatch { a: a.log2(), b: b.log2() });
+            return Err(CkksError::ScaleMismatch {
+                a: a.log2(),
+                b: b.log2(),
+            });
         }
         Ok(())
     }
@@ -419,36 +459,68 @@ impl Backend for SimBackend {
     }
     fn drop_to_level(&self, ct: &SimCt, level: usize) -> Result<SimCt> {
         if level > ct.level {
-            return Err(CkksError::LevelTooLow { needed: level, level: ct.level });
+            return Err(CkksError::LevelTooLow {
+                needed: level,
+                level: ct.level,
+            });
         }
         Ok(SimCt { level, ..*ct })
     }
     fn mul_relin(&self, a: &SimCt, b: &SimCt) -> Result<SimCt> {
-        Ok(SimCt { value: a.value * b.value, level: a.level.min(b.level), scale: a.scale * b.scale })
+        Ok(SimCt {
+            value: a.value * b.value,
+            level: a.level.min(b.level),
+            scale: a.scale * b.scale,
+        })
     }
     fn rescale(&self, ct: &SimCt) -> Result<SimCt> {
         if ct.level == 0 {
-            return Err(CkksError::LevelTooLow { needed: 1, level: 0 });
+            return Err(CkksError::LevelTooLow {
+                needed: 1,
+                level: 0,
+            });
         }
-        Ok(SimCt { value: ct.value, level: ct.level - 1, scale: ct.scale / self.primes[ct.level] })
+        Ok(SimCt {
+            value: ct.value,
+            level: ct.level - 1,
+            scale: ct.scale / self.primes[ct.level],
+        })
     }
     fn mul_int(&self, ct: &SimCt, k: i64) -> Result<SimCt> {
-        Ok(SimCt { value: ct.value * k as f64, ..*ct })
+        Ok(SimCt {
+            value: ct.value * k as f64,
+            ..*ct
+        })
     }
     fn mul_const_scaled(&self, ct: &SimCt, c: f64, const_scale: f64) -> Result<SimCt> {
         // The evaluator multiplies by the integer round(c * const_scale) and records scale * const_scale.
-        Ok(SimCt { value: ct.value * (c * const_scale).round() / const_scale, level: ct.level, scale: ct.scale * const_scale })
+        Ok(SimCt {
+            value: ct.value * (c * const_scale).round() / const_scale,
+            level: ct.level,
+            scale: ct.scale * const_scale,
+        })
     }
     fn add_const(&self, ct: &SimCt, c: f64) -> Result<SimCt> {
-        Ok(SimCt { value: ct.value + (c * ct.scale).round() / ct.scale, ..*ct })
+        Ok(SimCt {
+            value: ct.value + (c * ct.scale).round() / ct.scale,
+            ..*ct
+        })
     }
     fn add(&self, a: &SimCt, b: &SimCt) -> Result<SimCt> {
         Self::check_scales(a.scale, b.scale)?;
-        Ok(SimCt { value: a.value + b.value, level: a.level.min(b.level), scale: a.scale })
+        Ok(SimCt {
+            value: a.value + b.value,
+            level: a.level.min(b.level),
+            scale: a.scale,
+        })
     }
     fn sub(&self, a: &SimCt, b: &SimCt) -> Result<SimCt> {
         Self::check_scales(a.scale, b.scale)?;
-        Ok(SimCt { value: a.value - b.value, level: a.level.min(b.level), scale: a.scale })
+        Ok(SimCt {
+            value: a.value - b.value,
+            level: a.level.min(b.level),
+            scale: a.scale,
+        })
     }
 }
 
@@ -469,7 +541,10 @@ struct PowerBasis<C> {
 
 impl<'b, B: Backend> Circuit<'b, B> {
     pub(crate) fn new(be: &'b B) -> Self {
-        Self { be, mults: Cell::new(0) }
+        Self {
+            be,
+            mults: Cell::new(0),
+        }
     }
 
     fn mul_relin(&self, a: &B::Ct, b: &B::Ct) -> Result<B::Ct> {
@@ -507,7 +582,13 @@ impl<'b, B: Backend> Circuit<'b, B> {
     }
 
     /// `sum c_k T_k` at exactly (`level`, `scale`), one level below the powers it uses.
-    fn leaf(&self, pb: &mut PowerBasis<B::Ct>, coeffs: &[f64], level: usize, scale: f64) -> Result<B::Ct> {
+    fn leaf(
+        &self,
+        pb: &mut PowerBasis<B::Ct>,
+        coeffs: &[f64],
+        level: usize,
+        scale: f64,
+    ) -> Result<B::Ct> {
         let be = self.be;
         let at = level + 1;
         let pre_scale = scale * be.q(at);
@@ -532,7 +613,13 @@ impl<'b, B: Backend> Circuit<'b, B> {
     }
 
     /// `sum c_k T_k` at exactly (`level`, `scale`); needs `ceil(log2(deg + 1))` levels below T_1.
-    fn node(&self, pb: &mut PowerBasis<B::Ct>, coeffs: &[f64], level: usize, scale: f64) -> Result<B::Ct> {
+    fn node(
+        &self,
+        pb: &mut PowerBasis<B::Ct>,
+        coeffs: &[f64],
+        level: usize,
+        scale: f64,
+    ) -> Result<B::Ct> {
         let be = self.be;
         let e = coeffs.len() - 1;
         let budget = pb.top - level;
@@ -574,7 +661,12 @@ impl<'b, B: Backend> Circuit<'b, B> {
     }
 
     /// p(x) at `target_scale`, [`ChebyshevPoly::depth`] levels below x.
-    pub(crate) fn polynomial(&self, x: &B::Ct, poly: &ChebyshevPoly, target_scale: f64) -> Result<B::Ct> {
+    pub(crate) fn polynomial(
+        &self,
+        x: &B::Ct,
+        poly: &ChebyshevPoly,
+        target_scale: f64,
+    ) -> Result<B::Ct> {
         let be = self.be;
         if !(target_scale.is_finite() && target_scale > 0.0) {
             return Err(invalid(format!("target scale {target_scale}")));
@@ -586,13 +678,20 @@ impl<'b, B: Backend> Circuit<'b, B> {
         }
         let depth = poly.depth();
         if be.level(x) < depth {
-            return Err(CkksError::LevelTooLow { needed: depth, level: be.level(x) });
+            return Err(CkksError::LevelTooLow {
+                needed: depth,
+                level: be.level(x),
+            });
         }
         let y = self.to_unit(x, poly)?;
         let top = be.level(&y);
         let out_level = be.level(x) - depth;
         let baby_max = 1usize << best_baby_log(&poly.coeffs);
-        let mut pb = PowerBasis { powers: BTreeMap::from([(1, y)]), top, baby_max };
+        let mut pb = PowerBasis {
+            powers: BTreeMap::from([(1, y)]),
+            top,
+            baby_max,
+        };
         self.node(&mut pb, &poly.coeffs, out_level, target_scale)
     }
 
@@ -601,7 +700,10 @@ impl<'b, B: Backend> Circuit<'b, B> {
         let be = self.be;
         let lam = be.level(y);
         if lam < 2 || be.level(x) < lam + 1 {
-            return Err(CkksError::LevelTooLow { needed: lam.max(2) + 1, level: be.level(x).min(lam) });
+            return Err(CkksError::LevelTooLow {
+                needed: lam.max(2) + 1,
+                level: be.level(x).min(lam),
+            });
         }
         let s = be.scale(y);
         let y2 = be.rescale(&self.mul_relin(y, y)?)?;
@@ -609,7 +711,11 @@ impl<'b, B: Backend> Circuit<'b, B> {
         let b_scale = s * be.q(lam - 1) / be.scale(&y2);
         let xh_scale = b_scale * be.q(lam) / s;
         let xd = be.drop_to_level(x, lam + 1)?;
-        let xh = be.rescale(&be.mul_const_scaled(&xd, -0.5, xh_scale * be.q(lam + 1) / be.scale(&xd))?)?;
+        let xh = be.rescale(&be.mul_const_scaled(
+            &xd,
+            -0.5,
+            xh_scale * be.q(lam + 1) / be.scale(&xd),
+        )?)?;
         let xy = be.rescale(&self.mul_relin(&xh, y)?)?;
         let cube = self.mul_relin(&y2, &xy)?;
         let lin = be.drop_to_level(y, lam - 1)?;
@@ -630,13 +736,24 @@ impl<'b, B: Backend> Circuit<'b, B> {
 /// The baby-step bound log2 that minimizes ciphertext products (ties: the smaller bound).
 fn best_baby_log(coeffs: &[f64]) -> usize {
     let m = ceil_log2(coeffs.len());
-    let poly = ChebyshevPoly { a: -1.0, b: 1.0, coeffs: coeffs.to_vec() };
+    let poly = ChebyshevPoly {
+        a: -1.0,
+        b: 1.0,
+        coeffs: coeffs.to_vec(),
+    };
     let sim = SimBackend::uniform(m);
     (1..=m.max(1))
         .min_by_key(|&l| {
             let circuit = Circuit::new(&sim);
             let mut pb = PowerBasis {
-                powers: BTreeMap::from([(1, SimCt { value: 0.5, level: m, scale: sim.q(0) })]),
+                powers: BTreeMap::from([(
+                    1,
+                    SimCt {
+                        value: 0.5,
+                        level: m,
+                        scale: sim.q(0),
+                    },
+                )]),
                 top: m,
                 baby_max: 1 << l,
             };
@@ -653,7 +770,9 @@ mod tests {
     use super::*;
 
     fn lcg(seed: &mut u64) -> f64 {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (*seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
     }
 
@@ -662,7 +781,10 @@ mod tests {
         // T_3 is reproduced exactly by a degree-5 interpolation.
         let p = ChebyshevPoly::interpolate(|x| 4.0 * x * x * x - 3.0 * x, -1.0, 1.0, 5).unwrap();
         for (k, c) in p.coeffs.iter().enumerate() {
-            assert!((c - if k == 3 { 1.0 } else { 0.0 }).abs() < 1e-14, "c_{k} = {c}");
+            assert!(
+                (c - if k == 3 { 1.0 } else { 0.0 }).abs() < 1e-14,
+                "c_{k} = {c}"
+            );
         }
         let p = ChebyshevPoly::interpolate(f64::exp, -2.0, 3.0, 20).unwrap();
         for i in 0..=100 {
@@ -675,7 +797,9 @@ mod tests {
     fn bsgs_twin_matches_clenshaw_and_reported_cost() {
         let mut seed = 7;
         for degree in 1..=70 {
-            let coeffs: Vec<f64> = (0..=degree).map(|k| lcg(&mut seed) / (k as f64 + 1.0)).collect();
+            let coeffs: Vec<f64> = (0..=degree)
+                .map(|k| lcg(&mut seed) / (k as f64 + 1.0))
+                .collect();
             for (a, b) in [(-1.0, 1.0), (-3.0, 5.0), (0.5, 2.5)] {
                 let p = ChebyshevPoly::new(a, b, coeffs.clone()).unwrap();
                 let cost = p.cost();
@@ -684,7 +808,10 @@ mod tests {
                 for i in 0..=16 {
                     let x = a + (b - a) * i as f64 / 16.0;
                     let (want, got) = (p.eval_plain(x), p.eval_bsgs_plain(x));
-                    assert!((want - got).abs() < 1e-9, "degree {degree}, x = {x}: {got} vs {want}");
+                    assert!(
+                        (want - got).abs() < 1e-9,
+                        "degree {degree}, x = {x}: {got} vs {want}"
+                    );
                 }
             }
         }
@@ -716,7 +843,11 @@ mod tests {
         }
         let sim = SimBackend::uniform(f.depth() + 1);
         let circuit = Circuit::new(&sim);
-        let x = SimCt { value: 9.0, level: f.depth() + 1, scale: sim.q(0) };
+        let x = SimCt {
+            value: 9.0,
+            level: f.depth() + 1,
+            scale: sim.q(0),
+        };
         let y = circuit.inv_sqrt(&x, &f, x.scale).unwrap();
         assert_eq!(x.level - y.level, f.depth());
         assert!((y.value - f.eval_plain(9.0)).abs() < 1e-9);

@@ -19,10 +19,17 @@ impl Modulus {
 
     /// Creates the constants for `q`; `q` must be odd, > 2, and < 2^61.
     pub fn new(q: u64) -> Self {
-        assert!(q > 2 && q & 1 == 1 && q < (1u64 << Self::MAX_BITS), "invalid modulus {q}");
+        assert!(
+            q > 2 && q & 1 == 1 && q < (1u64 << Self::MAX_BITS),
+            "invalid modulus {q}"
+        );
         // floor(2^128 / q) = floor((2^128 - 1) / q) since q is odd and > 1.
         let ratio = u128::MAX / q as u128;
-        Self { q, ratio_lo: ratio as u64, ratio_hi: (ratio >> 64) as u64 }
+        Self {
+            q,
+            ratio_lo: ratio as u64,
+            ratio_hi: (ratio >> 64) as u64,
+        }
     }
 
     /// The modulus value.
@@ -180,7 +187,12 @@ mod tests {
     use proptest::prelude::*;
 
     // Primes of 30, 40, 50 and 60 bits (the sizes used by the presets), 1 mod 2^17.
-    const PRIMES: [u64; 4] = [1073872897, 1099512938497, 1125899908022273, 1152921504614055937];
+    const PRIMES: [u64; 4] = [
+        1073872897,
+        1099512938497,
+        1125899908022273,
+        1152921504614055937,
+    ];
 
     #[test]
     fn test_primes_are_prime() {

@@ -61,7 +61,14 @@ pub fn ntt_primes(log_n: u32, bit_sizes: &[u32], exclude: &[u64]) -> Result<Vec<
         let center = 1u64 << bits;
         let used = |c: u64| chosen.contains(&c) || exclude.contains(&c);
         let search = |up: bool| -> Option<u64> {
-            (1..(center >> 1) / m).map(|k| if up { center + 1 + (k - 1) * m } else { center + 1 - k * m })
+            (1..(center >> 1) / m)
+                .map(|k| {
+                    if up {
+                        center + 1 + (k - 1) * m
+                    } else {
+                        center + 1 - k * m
+                    }
+                })
                 .take(1 << 22)
                 .find(|&c| !used(c) && is_prime(c))
         };

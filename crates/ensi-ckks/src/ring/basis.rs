@@ -49,13 +49,19 @@ impl BasisConverter {
     }
 
     fn with_input_factor(ring: &Ring, src: &[usize], dst: &[usize], times_n_inv: bool) -> Self {
-        assert!(!src.is_empty() && src.len() <= 128, "basis conversion needs 1..=128 source primes");
+        assert!(
+            !src.is_empty() && src.len() <= 128,
+            "basis conversion needs 1..=128 source primes"
+        );
         let moduli = ring.moduli();
         let hat_inv = src
             .iter()
             .map(|&i| {
                 let m = &moduli[i];
-                let prod = src.iter().filter(|&&k| k != i).fold(1u64, |acc, &k| m.mul(acc, m.reduce(moduli[k].value())));
+                let prod = src
+                    .iter()
+                    .filter(|&&k| k != i)
+                    .fold(1u64, |acc, &k| m.mul(acc, m.reduce(moduli[k].value())));
                 let mut inv = m.inv(prod);
                 if times_n_inv {
                     inv = m.mul(inv, m.inv(ring.n() as u64));
@@ -67,16 +73,34 @@ impl BasisConverter {
         for &j in dst {
             let m = &moduli[j];
             for &i in src {
-                hat_mod_dst.push(src.iter().filter(|&&k| k != i).fold(1u64, |acc, &k| m.mul(acc, m.reduce(moduli[k].value()))));
+                hat_mod_dst.push(
+                    src.iter()
+                        .filter(|&&k| k != i)
+                        .fold(1u64, |acc, &k| m.mul(acc, m.reduce(moduli[k].value()))),
+                );
             }
         }
-        let src_recip = src.iter().map(|&i| 1.0 / moduli[i].value() as f64).collect();
+        let src_recip = src
+            .iter()
+            .map(|&i| 1.0 / moduli[i].value() as f64)
+            .collect();
         let prod_mod_dst = dst
             .iter()
-            .map(|&j| src.iter().fold(1u64, |acc, &k| moduli[j].mul(acc, moduli[j].reduce(moduli[k].value()))))
+            .map(|&j| {
+                src.iter().fold(1u64, |acc, &k| {
+                    moduli[j].mul(acc, moduli[j].reduce(moduli[k].value()))
+                })
+            })
             .collect();
-        let mut conv =
-            Self { src: src.to_vec(), dst: dst.to_vec(), hat_inv, hat_mod_dst, src_recip, prod_mod_dst, ifma: None };
+        let mut conv = Self {
+            src: src.to_vec(),
+            dst: dst.to_vec(),
+            hat_inv,
+            hat_mod_dst,
+            src_recip,
+            prod_mod_dst,
+            ifma: None,
+        };
         conv.ifma = IfmaConsts::new(&conv, moduli);
         conv
     }
@@ -106,7 +130,13 @@ impl BasisConverter {
         self.convert_impl(ring, input, output, true)
     }
 
-    fn convert_impl(&self, ring: &Ring, input: &[&[u64]], output: &mut [&mut [u64]], centered: bool) {
+    fn convert_impl(
+        &self,
+        ring: &Ring,
+        input: &[&[u64]],
+        output: &mut [&mut [u64]],
+        centered: bool,
+    ) {
         let use_ifma = self.ifma.is_some() && ifma::available();
         self.convert_with(ring, input, output, centered, use_ifma)
     }
@@ -126,26 +156,39 @@ impl BasisConverter {
         let n = ring.n();
         // Regroup the outputs by block so that blocks can run in parallel.
         let blocks = n.div_ceil(BLOCK);
-        let mut per_block: Vec<Vec<&mut [u64]>> = (0..blocks).map(|_| Vec::with_capacity(output.len())).collect();
+        let mut per_block: Vec<Vec<&mut [u64]>> = (0..blocks)
+            .map(|_| Vec::with_capacity(output.len()))
+            .collect();
         for out in output.iter_mut() {
             for (b, chunk) in out.chunks_mut(BLOCK).enumerate() {
                 per_block[b].push(chunk);
             }
         }
-        per_block.into_par_iter().enumerate().for_each(|(b, mut outs)| {
-            let start = b * BLOCK;
-            let len = BLOCK.min(n - start);
-            let inputs: Vec<&[u64]> = input.iter().map(|x| &x[start..start + len]).collect();
-            match (&self.ifma, use_ifma) {
-                // SAFETY: `ifma::available()` was checked by the caller of the fast path.
-                (Some(consts), true) if len % 8 == 0 => unsafe { ifma::convert_block(consts, &inputs, &mut outs, centered) },
-                _ => self.convert_block_scalar(ring, &inputs, &mut outs, centered),
-            }
-        });
+        per_block
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(b, mut outs)| {
+                let start = b * BLOCK;
+                let len = BLOCK.min(n - start);
+                let inputs: Vec<&[u64]> = input.iter().map(|x| &x[start..start + len]).collect();
+                match (&self.ifma, use_ifma) {
+                    // SAFETY: `ifma::available()` was checked by the caller of the fast path.
+                    (Some(consts), true) if len % 8 == 0 => unsafe {
+                        ifma::convert_block(consts, &inputs, &mut outs, centered)
+                    },
+                    _ => self.convert_block_scalar(ring, &inputs, &mut outs, centered),
+                }
+            });
     }
 
     /// The plain reference kernel: 128-bit accumulation and one Barrett reduction per output.
-    fn convert_block_scalar(&self, ring: &Ring, inputs: &[&[u64]], outs: &mut [&mut [u64]], centered: bool) {
+    fn convert_block_scalar(
+        &self,
+        ring: &Ring,
+        inputs: &[&[u64]],
+        outs: &mut [&mut [u64]],
+        centered: bool,
+    ) {
         let k = self.src.len();
         let len = inputs[0].len();
         let moduli = ring.moduli();
@@ -159,7 +202,12 @@ impl BasisConverter {
         }
         let overflow: Vec<u64> = if centered {
             (0..len)
-                .map(|c| (0..k).map(|i| y[i * len + c] as f64 * self.src_recip[i]).sum::<f64>().round() as u64)
+                .map(|c| {
+                    (0..k)
+                        .map(|i| y[i * len + c] as f64 * self.src_recip[i])
+                        .sum::<f64>()
+                        .round() as u64
+                })
                 .collect()
         } else {
             Vec::new()
@@ -212,10 +260,33 @@ impl IfmaConsts {
             return None;
         }
         let k = src_q.len();
-        let hat_inv = conv.hat_inv.iter().zip(&src_q).map(|(&(w, _), &q)| shoup52(w, q)).collect();
-        let hat_mod_dst = conv.hat_mod_dst.iter().enumerate().map(|(idx, &w)| shoup52(w, dst_q[idx / k])).collect();
-        let neg_prod = conv.prod_mod_dst.iter().zip(&dst_q).map(|(&a, &q)| shoup52((q - a) % q, q)).collect();
-        Some(Self { k, src_q, hat_inv, dst_q, hat_mod_dst, neg_prod, src_recip: conv.src_recip.clone() })
+        let hat_inv = conv
+            .hat_inv
+            .iter()
+            .zip(&src_q)
+            .map(|(&(w, _), &q)| shoup52(w, q))
+            .collect();
+        let hat_mod_dst = conv
+            .hat_mod_dst
+            .iter()
+            .enumerate()
+            .map(|(idx, &w)| shoup52(w, dst_q[idx / k]))
+            .collect();
+        let neg_prod = conv
+            .prod_mod_dst
+            .iter()
+            .zip(&dst_q)
+            .map(|(&a, &q)| shoup52((q - a) % q, q))
+            .collect();
+        Some(Self {
+            k,
+            src_q,
+            hat_inv,
+            dst_q,
+            hat_mod_dst,
+            neg_prod,
+            src_recip: conv.src_recip.clone(),
+        })
     }
 }
 
@@ -228,7 +299,9 @@ mod ifma {
 
     /// Whether the CPU has AVX-512F, DQ and IFMA.
     pub(super) fn available() -> bool {
-        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq") && is_x86_feature_detected!("avx512ifma")
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512dq")
+            && is_x86_feature_detected!("avx512ifma")
     }
 
     /// Per lane a w mod q, for a < 2^52, w < q < 2^51, ws = floor(w 2^52 / q).
@@ -238,7 +311,10 @@ mod ifma {
         let zero = _mm512_setzero_si512();
         let mask = _mm512_set1_epi64(((1u64 << 52) - 1) as i64);
         let qhat = _mm512_madd52hi_epu64(zero, a, ws);
-        let lo = _mm512_sub_epi64(_mm512_madd52lo_epu64(zero, a, w), _mm512_madd52lo_epu64(zero, qhat, q));
+        let lo = _mm512_sub_epi64(
+            _mm512_madd52lo_epu64(zero, a, w),
+            _mm512_madd52lo_epu64(zero, qhat, q),
+        );
         // a w - qhat q lies in [0, 2q), so its low 52 bits are the value itself.
         let r = _mm512_and_si512(lo, mask);
         _mm512_min_epu64(r, _mm512_sub_epi64(r, q))
@@ -257,7 +333,12 @@ mod ifma {
     /// # Safety
     /// The CPU must support AVX-512F, DQ and IFMA (see [`available`]).
     #[target_feature(enable = "avx512f,avx512dq,avx512ifma")]
-    pub(super) unsafe fn convert_block(c: &IfmaConsts, inputs: &[&[u64]], outs: &mut [&mut [u64]], centered: bool) {
+    pub(super) unsafe fn convert_block(
+        c: &IfmaConsts,
+        inputs: &[&[u64]],
+        outs: &mut [&mut [u64]],
+        centered: bool,
+    ) {
         let k = c.k;
         let len = inputs[0].len();
         let mut y = vec![0u64; k * len];
@@ -269,7 +350,12 @@ mod ifma {
             for p in (0..len).step_by(8) {
                 // SAFETY: p + 8 <= len for every slice here (len is a multiple of 8).
                 let x = unsafe { _mm512_loadu_si512(inputs[i].as_ptr().add(p) as *const _) };
-                unsafe { _mm512_storeu_si512(y.as_mut_ptr().add(i * len + p) as *mut _, mulmod(x, w, ws, q)) };
+                unsafe {
+                    _mm512_storeu_si512(
+                        y.as_mut_ptr().add(i * len + p) as *mut _,
+                        mulmod(x, w, ws, q),
+                    )
+                };
             }
         }
         if centered {
@@ -279,7 +365,9 @@ mod ifma {
                     let yi = unsafe { _mm512_loadu_si512(y.as_ptr().add(i * len + p) as *const _) };
                     f = _mm512_fmadd_pd(_mm512_cvtepu64_pd(yi), _mm512_set1_pd(c.src_recip[i]), f);
                 }
-                let u = _mm512_cvt_roundpd_epu64::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(f);
+                let u = _mm512_cvt_roundpd_epu64::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    f,
+                );
                 unsafe { _mm512_storeu_si512(overflow.as_mut_ptr().add(p) as *mut _, u) };
             }
         }
@@ -290,13 +378,27 @@ mod ifma {
                 let mut acc = _mm512_setzero_si512();
                 for (i, &(w, ws)) in weights.iter().enumerate() {
                     let yi = unsafe { _mm512_loadu_si512(y.as_ptr().add(i * len + p) as *const _) };
-                    let t = mulmod(yi, _mm512_set1_epi64(w as i64), _mm512_set1_epi64(ws as i64), q);
+                    let t = mulmod(
+                        yi,
+                        _mm512_set1_epi64(w as i64),
+                        _mm512_set1_epi64(ws as i64),
+                        q,
+                    );
                     acc = addmod(acc, t, q);
                 }
                 if centered {
                     let (w, ws) = c.neg_prod[j];
                     let u = unsafe { _mm512_loadu_si512(overflow.as_ptr().add(p) as *const _) };
-                    acc = addmod(acc, mulmod(u, _mm512_set1_epi64(w as i64), _mm512_set1_epi64(ws as i64), q), q);
+                    acc = addmod(
+                        acc,
+                        mulmod(
+                            u,
+                            _mm512_set1_epi64(w as i64),
+                            _mm512_set1_epi64(ws as i64),
+                            q,
+                        ),
+                        q,
+                    );
                 }
                 unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(p) as *mut _, acc) };
             }
@@ -310,7 +412,12 @@ mod ifma {
     pub(super) fn available() -> bool {
         false
     }
-    pub(super) unsafe fn convert_block(_: &IfmaConsts, _: &[&[u64]], _: &mut [&mut [u64]], _: bool) {
+    pub(super) unsafe fn convert_block(
+        _: &IfmaConsts,
+        _: &[&[u64]],
+        _: &mut [&mut [u64]],
+        _: bool,
+    ) {
         unreachable!("IFMA kernel requested on a CPU without it")
     }
 }
@@ -333,8 +440,10 @@ mod tests {
                 (((s as u128) << 40 ^ s as u128) % big_a as u128) as i128 - big_a / 2
             })
             .collect();
-        let input: Vec<Vec<u64>> =
-            primes[..3].iter().map(|&q| xs.iter().map(|&x| x.rem_euclid(q as i128) as u64).collect()).collect();
+        let input: Vec<Vec<u64>> = primes[..3]
+            .iter()
+            .map(|&q| xs.iter().map(|&x| x.rem_euclid(q as i128) as u64).collect())
+            .collect();
         let mut out = vec![vec![0u64; n]; 2];
         {
             let inp: Vec<&[u64]> = input.iter().map(|v| v.as_slice()).collect();
@@ -343,7 +452,11 @@ mod tests {
         }
         for (j, &b) in primes[3..].iter().enumerate() {
             for c in 0..n {
-                assert_eq!(out[j][c], xs[c].rem_euclid(b as i128) as u64, "coefficient {c}");
+                assert_eq!(
+                    out[j][c],
+                    xs[c].rem_euclid(b as i128) as u64,
+                    "coefficient {c}"
+                );
             }
         }
     }
@@ -358,7 +471,10 @@ mod tests {
         let primes = ntt_primes(11, &[50, 40, 40, 50, 40, 50, 50], &[]).unwrap();
         let ring = Ring::new(11, &primes[..5], &primes[5..]);
         let n = ring.n();
-        for (src, dst) in [(vec![0usize, 1, 2], vec![3usize, 4, 5, 6]), (vec![5, 6], vec![0, 1, 2, 3, 4])] {
+        for (src, dst) in [
+            (vec![0usize, 1, 2], vec![3usize, 4, 5, 6]),
+            (vec![5, 6], vec![0, 1, 2, 3, 4]),
+        ] {
             let conv = BasisConverter::new(&ring, &src, &dst);
             assert!(conv.ifma.is_some());
             let mut s = 99u64;
@@ -368,14 +484,19 @@ mod tests {
                     let q = ring.moduli()[i].value();
                     (0..n)
                         .map(|_| {
-                            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                            s = s
+                                .wrapping_mul(6364136223846793005)
+                                .wrapping_add(1442695040888963407);
                             (s >> 7) % q
                         })
                         .collect()
                 })
                 .collect();
             for centered in [false, true] {
-                let mut outs = [vec![vec![0u64; n]; dst.len()], vec![vec![0u64; n]; dst.len()]];
+                let mut outs = [
+                    vec![vec![0u64; n]; dst.len()],
+                    vec![vec![0u64; n]; dst.len()],
+                ];
                 for (use_ifma, out) in [false, true].into_iter().zip(outs.iter_mut()) {
                     let inp: Vec<&[u64]> = input.iter().map(|v| v.as_slice()).collect();
                     let mut o: Vec<&mut [u64]> = out.iter_mut().map(|v| v.as_mut_slice()).collect();
@@ -400,7 +521,10 @@ mod tests {
                 ((s as u128) << 40 ^ s as u128) % big_a
             })
             .collect();
-        let input: Vec<Vec<u64>> = primes[..3].iter().map(|&q| xs.iter().map(|&x| (x % q as u128) as u64).collect()).collect();
+        let input: Vec<Vec<u64>> = primes[..3]
+            .iter()
+            .map(|&q| xs.iter().map(|&x| (x % q as u128) as u64).collect())
+            .collect();
         let mut out = vec![vec![0u64; n]; 2];
         let conv = BasisConverter::new(&ring, &[0, 1, 2], &[3, 4]);
         {

@@ -110,7 +110,12 @@ impl Ring {
         let n = 1usize << log_n;
         let moduli: Vec<Modulus> = q.iter().chain(p).map(|&v| Modulus::new(v)).collect();
         let plans = moduli.iter().map(|m| NttPlan::new(n, *m)).collect();
-        Self { log_n, moduli, plans, q_count: q.len() }
+        Self {
+            log_n,
+            moduli,
+            plans,
+            q_count: q.len(),
+        }
     }
 
     /// log2 N.
@@ -167,13 +172,23 @@ impl Ring {
     /// The zero polynomial.
     pub fn zero(&self, q_limbs: usize, p_limbs: usize, ntt: bool) -> RnsPoly {
         assert!(q_limbs <= self.q_count && p_limbs <= self.p_count());
-        RnsPoly { data: pool::take_zeroed((q_limbs + p_limbs) * self.n()), q_limbs, p_limbs, ntt }
+        RnsPoly {
+            data: pool::take_zeroed((q_limbs + p_limbs) * self.n()),
+            q_limbs,
+            p_limbs,
+            ntt,
+        }
     }
 
     /// A polynomial with unspecified contents, for callers that overwrite every limb.
     pub(crate) fn scratch(&self, q_limbs: usize, p_limbs: usize, ntt: bool) -> RnsPoly {
         assert!(q_limbs <= self.q_count && p_limbs <= self.p_count());
-        RnsPoly { data: pool::take((q_limbs + p_limbs) * self.n()), q_limbs, p_limbs, ntt }
+        RnsPoly {
+            data: pool::take((q_limbs + p_limbs) * self.n()),
+            q_limbs,
+            p_limbs,
+            ntt,
+        }
     }
 
     /// The first `q_limbs` Q limbs of `a` (a copy, P limbs dropped).
@@ -182,7 +197,12 @@ impl Ring {
         let n = self.n();
         let mut data = pool::take(q_limbs * n);
         data.copy_from_slice(&a.data[..q_limbs * n]);
-        RnsPoly { data, q_limbs, p_limbs: 0, ntt: a.ntt }
+        RnsPoly {
+            data,
+            q_limbs,
+            p_limbs: 0,
+            ntt: a.ntt,
+        }
     }
 
     /// A polynomial whose limbs are the residues of signed coefficients.
@@ -191,12 +211,15 @@ impl Ring {
         // Every limb is written below.
         let mut poly = self.scratch(q_limbs, p_limbs, false);
         let n = self.n();
-        poly.data.par_chunks_mut(n).enumerate().for_each(|(i, limb)| {
-            let m = &self.moduli[self.modulus_index(q_limbs, i)];
-            for (r, &c) in limb.iter_mut().zip(coeffs) {
-                *r = m.reduce_i64(c);
-            }
-        });
+        poly.data
+            .par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(i, limb)| {
+                let m = &self.moduli[self.modulus_index(q_limbs, i)];
+                for (r, &c) in limb.iter_mut().zip(coeffs) {
+                    *r = m.reduce_i64(c);
+                }
+            });
         poly
     }
 
@@ -230,7 +253,12 @@ impl Ring {
     }
 
     /// Applies `f(modulus, a_limb, b_limb)` to matching limbs in parallel.
-    fn zip_limbs(&self, a: &mut RnsPoly, b: &RnsPoly, f: impl Fn(&Modulus, &mut [u64], &[u64]) + Sync) {
+    fn zip_limbs(
+        &self,
+        a: &mut RnsPoly,
+        b: &RnsPoly,
+        f: impl Fn(&Modulus, &mut [u64], &[u64]) + Sync,
+    ) {
         Self::check_same_shape(a, b);
         let n = self.n();
         let q_limbs = a.q_limbs;
@@ -239,6 +267,40 @@ impl Ring {
             .zip(b.data.par_chunks(n))
             .enumerate()
             .for_each(|(i, (x, y))| f(&self.moduli[self.modulus_index(q_limbs, i)], x, y));
+    }
+
+    /// a + b into a new polynomial.
+    pub fn add(&self, a: &RnsPoly, b: &RnsPoly) -> RnsPoly {
+        self.zip_into(a, b, |m, x, y| m.add(x, y))
+    }
+
+    /// a - b into a new polynomial.
+    pub fn sub(&self, a: &RnsPoly, b: &RnsPoly) -> RnsPoly {
+        self.zip_into(a, b, |m, x, y| m.sub(x, y))
+    }
+
+    /// out = f(a, b) limb-wise into a new polynomial: one pass, no copy of `a` first.
+    fn zip_into(
+        &self,
+        a: &RnsPoly,
+        b: &RnsPoly,
+        f: impl Fn(&Modulus, u64, u64) -> u64 + Sync,
+    ) -> RnsPoly {
+        Self::check_same_shape(a, b);
+        let n = self.n();
+        let q_limbs = a.q_limbs;
+        let mut out = self.scratch(a.q_limbs, a.p_limbs, a.ntt);
+        out.data
+            .par_chunks_mut(n)
+            .zip(a.data.par_chunks(n).zip(b.data.par_chunks(n)))
+            .enumerate()
+            .for_each(|(i, (o, (x, y)))| {
+                let m = &self.moduli[self.modulus_index(q_limbs, i)];
+                for (o, (&x, &y)) in o.iter_mut().zip(x.iter().zip(y)) {
+                    *o = f(m, x, y);
+                }
+            });
+        out
     }
 
     /// a += b.
@@ -289,8 +351,14 @@ impl Ring {
     /// first ones are used, without copying them.
     pub fn mul_acc(&self, acc: &mut RnsPoly, a: &RnsPoly, b: &RnsPoly) {
         assert!(acc.ntt && a.ntt && b.ntt);
-        let same = acc.q_limbs == a.q_limbs && acc.q_limbs == b.q_limbs && acc.p_limbs == a.p_limbs && acc.p_limbs == b.p_limbs;
-        assert!(same || (acc.p_limbs == 0 && a.q_limbs >= acc.q_limbs && b.q_limbs >= acc.q_limbs), "mismatched polynomial shapes");
+        let same = acc.q_limbs == a.q_limbs
+            && acc.q_limbs == b.q_limbs
+            && acc.p_limbs == a.p_limbs
+            && acc.p_limbs == b.p_limbs;
+        assert!(
+            same || (acc.p_limbs == 0 && a.q_limbs >= acc.q_limbs && b.q_limbs >= acc.q_limbs),
+            "mismatched polynomial shapes"
+        );
         let n = self.n();
         let q_limbs = acc.q_limbs;
         let len = acc.data.len();
@@ -404,12 +472,18 @@ impl Ring {
     pub fn automorphism_ntt_with_map(&self, a: &RnsPoly, map: &[u32]) -> RnsPoly {
         assert!(a.ntt);
         let n = self.n();
-        let mut out = RnsPoly { data: pool::take(a.data.len()), ..*a };
-        out.data.par_chunks_mut(n).zip(a.data.par_chunks(n)).for_each(|(o, x)| {
-            for (o, &src) in o.iter_mut().zip(map) {
-                *o = x[src as usize];
-            }
-        });
+        let mut out = RnsPoly {
+            data: pool::take(a.data.len()),
+            ..*a
+        };
+        out.data
+            .par_chunks_mut(n)
+            .zip(a.data.par_chunks(n))
+            .for_each(|(o, x)| {
+                for (o, &src) in o.iter_mut().zip(map) {
+                    *o = x[src as usize];
+                }
+            });
         out
     }
 
@@ -420,18 +494,25 @@ impl Ring {
         let n = self.n();
         let mask = 2 * n - 1;
         let q_limbs = a.q_limbs;
-        let mut out = RnsPoly { data: pool::take_zeroed(a.data.len()), ..*a };
-        out.data.par_chunks_mut(n).zip(a.data.par_chunks(n)).enumerate().for_each(|(l, (o, x))| {
-            let m = &self.moduli[self.modulus_index(q_limbs, l)];
-            for (i, &c) in x.iter().enumerate() {
-                let j = (i * k as usize) & mask;
-                if j < n {
-                    o[j] = c;
-                } else {
-                    o[j - n] = m.neg(c);
+        let mut out = RnsPoly {
+            data: pool::take_zeroed(a.data.len()),
+            ..*a
+        };
+        out.data
+            .par_chunks_mut(n)
+            .zip(a.data.par_chunks(n))
+            .enumerate()
+            .for_each(|(l, (o, x))| {
+                let m = &self.moduli[self.modulus_index(q_limbs, l)];
+                for (i, &c) in x.iter().enumerate() {
+                    let j = (i * k as usize) & mask;
+                    if j < n {
+                        o[j] = c;
+                    } else {
+                        o[j - n] = m.neg(c);
+                    }
                 }
-            }
-        });
+            });
         out
     }
 }
@@ -445,7 +526,9 @@ mod tests {
         let mut s = seed;
         let coeffs: Vec<i64> = (0..ring.n())
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (s >> 20) as i64 - (1 << 43)
             })
             .collect();
@@ -457,7 +540,14 @@ mod tests {
         let primes = ntt_primes(8, &[40, 45, 50], &[]).unwrap();
         let ring = Ring::new(8, &primes[..2], &primes[2..]);
         let a = random_poly(&ring, 2, 1, 5);
-        for k in [3u64, 5, 25, 511, 2 * 256 - 1, ring.galois_element_for_rotation(-3)] {
+        for k in [
+            3u64,
+            5,
+            25,
+            511,
+            2 * 256 - 1,
+            ring.galois_element_for_rotation(-3),
+        ] {
             let coeff = ring.automorphism_coeff(&a, k);
             let mut via_ntt = a.clone();
             ring.ntt(&mut via_ntt);
@@ -479,7 +569,11 @@ mod tests {
             let mut want = vec![0u64; n];
             for (i, &c) in a.limb(0).iter().enumerate() {
                 let e = (i as u64 * k) % (2 * n as u64);
-                let (idx, neg) = if e < n as u64 { (e as usize, false) } else { (e as usize - n, true) };
+                let (idx, neg) = if e < n as u64 {
+                    (e as usize, false)
+                } else {
+                    (e as usize - n, true)
+                };
                 want[idx] = m.add(want[idx], if neg { m.neg(c) } else { c });
             }
             assert_eq!(ring.automorphism_coeff(&a, k).limb(0), &want[..]);

@@ -101,7 +101,9 @@ mod tests {
         let mut s = seed;
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (s >> 11) % q
             })
             .collect()
@@ -118,7 +120,11 @@ mod tests {
             x[1] = 1;
             plan.forward(&mut x);
             let psi = x[0];
-            assert_eq!(m.pow(psi, n as u64), q - 1, "psi must be a primitive 2N-th root");
+            assert_eq!(
+                m.pow(psi, n as u64),
+                q - 1,
+                "psi must be a primitive 2N-th root"
+            );
             let a = random_poly(n, q, q);
             let mut fast = a.clone();
             plan.forward(&mut fast);

@@ -19,7 +19,10 @@ struct Pool {
     bytes: usize,
 }
 
-static POOL: Mutex<Pool> = Mutex::new(Pool { free: Vec::new(), bytes: 0 });
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    free: Vec::new(),
+    bytes: 0,
+});
 
 /// A buffer of `len` words with unspecified (but initialized) contents.
 pub fn take(len: usize) -> Vec<u64> {

@@ -40,7 +40,12 @@ impl Ctx {
     pub fn encrypt(&mut self, v: &[Complex64]) -> Ciphertext {
         let pt = self
             .encoder
-            .encode(v, self.params.max_level(), self.params.default_scale(), self.params.log_slots())
+            .encode(
+                v,
+                self.params.max_level(),
+                self.params.default_scale(),
+                self.params.log_slots(),
+            )
             .unwrap();
         self.enc.encrypt(&pt).unwrap()
     }
@@ -49,9 +54,16 @@ impl Ctx {
     pub fn encrypt_sk(&mut self, v: &[Complex64]) -> Ciphertext {
         let pt = self
             .encoder
-            .encode(v, self.params.max_level(), self.params.default_scale(), self.params.log_slots())
+            .encode(
+                v,
+                self.params.max_level(),
+                self.params.default_scale(),
+                self.params.log_slots(),
+            )
             .unwrap();
-        Encryptor::with_secret_key(&self.params, &self.sk).encrypt(&pt).unwrap()
+        Encryptor::with_secret_key(&self.params, &self.sk)
+            .encrypt(&pt)
+            .unwrap()
     }
 
     pub fn decrypt(&self, ct: &Ciphertext) -> Vec<Complex64> {
@@ -74,7 +86,11 @@ pub fn random_values(n: usize, seed: u64) -> Vec<Complex64> {
 /// -log2 of the largest slot error: the precision in bits.
 pub fn precision_bits(got: &[Complex64], want: &[Complex64]) -> f64 {
     assert_eq!(got.len(), want.len());
-    let err = got.iter().zip(want).map(|(a, b)| (a - b).norm()).fold(0.0, f64::max);
+    let err = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).norm())
+        .fold(0.0, f64::max);
     -err.max(1e-300).log2()
 }
 
