@@ -283,6 +283,11 @@ impl Evaluator {
         Ok(out)
     }
 
+    /// ct - c for a complex constant c in every slot.
+    pub fn sub_const(&self, ct: &Ciphertext, c: Complex64) -> Result<Ciphertext> {
+        self.add_const(ct, -c)
+    }
+
     /// ct * round(c * const_scale) without rescaling: the scale becomes
     /// scale * const_scale. `c` may be complex (the imaginary part multiplies by X^{N/2}).
     pub fn mul_const_scaled(

@@ -71,6 +71,8 @@ fn additive_operations() {
         &plus_k,
         22.0,
     );
+    let minus_k: Vec<_> = a.iter().map(|x| x - k).collect();
+    assert_precision("sub_const", &c.decrypt(&e.sub_const(&ca, k).unwrap()), &minus_k, 22.0);
     let times3: Vec<_> = a.iter().map(|x| x * 3.0).collect();
     assert_precision(
         "mul_int",

@@ -36,6 +36,9 @@ pub struct BenchArgs {
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Rounds to alternate with the baseline (default 3 with a baseline, else 1).
+    #[arg(long)]
+    pub rounds: Option<usize>,
     /// Also measure a baseline library in the same run and report ratios
     /// (ours / baseline). `openfhe` runs tools/openfhe_baseline.py.
     #[arg(long, value_enum)]
@@ -106,12 +109,17 @@ struct CkksReport {
     log_qp: f64,
     log_scale: f64,
     threads: usize,
+    /// Rounds (baseline and ours alternating); figures are medians over rounds.
+    rounds: usize,
     ops: BTreeMap<&'static str, OpResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     baseline: Option<BaselineReport>,
     /// ours / baseline, per operation (below 1 is faster).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     ratios: BTreeMap<&'static str, f64>,
+    /// The ratio of each round.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    ratio_rounds: BTreeMap<&'static str, Vec<f64>>,
 }
 
 pub fn run(args: BenchArgs) -> CliResult {
@@ -147,14 +155,93 @@ fn time_ms(runs: usize, mut f: impl FnMut()) -> OpResult {
 
 fn bench_ckks(args: &BenchArgs) -> CliResult {
     let params = ParametersLiteral::preset(&args.preset)?.build()?;
+    let rounds = args.rounds.unwrap_or(if args.baseline.is_some() { 3 } else { 1 }).max(1);
     eprintln!(
-        "preset {}: {:?}, {} thread(s), {} runs per op",
-        args.preset, params, args.threads, args.runs
+        "preset {}: {:?}, {} thread(s), {} runs per op, {} round(s)",
+        args.preset, params, args.threads, args.runs, rounds
     );
-    let baseline = match args.baseline {
-        Some(Baseline::Openfhe) => Some(run_openfhe(args, &params)?),
-        None => None,
+    // With a baseline, the two libraries alternate round by round, so that the
+    // machine's drift (it moves by 2x within minutes) hits both alike; each
+    // ratio is taken within a round and the median over rounds is reported.
+    let mut ours_rounds = Vec::new();
+    let mut theirs_rounds = Vec::new();
+    for round in 0..rounds {
+        eprintln!("round {}/{rounds}", round + 1);
+        if let Some(Baseline::Openfhe) = args.baseline {
+            theirs_rounds.push(run_openfhe(args, &params)?);
+        }
+        ours_rounds.push(measure_ckks(args, &params)?);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
     };
+    let ops: BTreeMap<&'static str, OpResult> = ours_rounds[0]
+        .keys()
+        .map(|&k| {
+            let m = median(ours_rounds.iter().map(|r| r[k].median_ms).collect());
+            (k, OpResult { median_ms: m, runs: args.runs * rounds })
+        })
+        .collect();
+    let baseline = theirs_rounds.first().map(|first| BaselineReport {
+        library: first.library.clone(),
+        version: first.version.clone(),
+        ops: first
+            .ops
+            .keys()
+            .map(|k| {
+                let m = median(theirs_rounds.iter().map(|r| r.ops[k].median_ms).collect());
+                (k.clone(), OpResult { median_ms: m, runs: args.runs * rounds })
+            })
+            .collect(),
+    });
+    let mut ratio_rounds: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+    for (ours, theirs) in ours_rounds.iter().zip(&theirs_rounds) {
+        for (name, o) in ours {
+            if let Some(t) = theirs.ops.get(*name) {
+                ratio_rounds.entry(name).or_default().push(o.median_ms / t.median_ms);
+            }
+        }
+    }
+    let scale = params.default_scale();
+    let mut ratios = BTreeMap::new();
+    if let Some(b) = &baseline {
+        eprintln!("\n{:<20} {:>12} {:>12} {:>8}  {}", "op", "ensi ms", "openfhe ms", "ratio", "per round");
+        for (name, ours) in &ops {
+            if let (Some(theirs), Some(rs)) = (b.ops.get(*name), ratio_rounds.get(name)) {
+                let r = median(rs.clone());
+                let per: Vec<String> = rs.iter().map(|x| format!("{x:.3}")).collect();
+                eprintln!("{name:<20} {:>12.2} {:>12.2} {:>8.3}  [{}]", ours.median_ms, theirs.median_ms, r, per.join(", "));
+                ratios.insert(*name, r);
+            }
+        }
+    }
+    let report = CkksReport {
+        suite: "ckks",
+        preset: args.preset.clone(),
+        log_n: params.log_n(),
+        q_limbs: params.q_count(),
+        p_limbs: params.p_count(),
+        dnum: params.dnum(),
+        log_qp: params.log_qp(),
+        log_scale: scale.log2(),
+        threads: args.threads,
+        rounds,
+        ops,
+        baseline,
+        ratios,
+        ratio_rounds,
+    };
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// One round of our own measurements (keys generated afresh).
+fn measure_ckks(args: &BenchArgs, params: &Parameters) -> std::result::Result<BTreeMap<&'static str, OpResult>, Box<dyn std::error::Error>> {
+    let params = params.clone();
     let runs = args.runs;
     let mut ops = BTreeMap::new();
     let mut record = |name: &'static str, r: OpResult| {
@@ -252,40 +339,5 @@ fn bench_ckks(args: &BenchArgs) -> CliResult {
         time_ms(runs, || drop(eval.rotate_hoisted(&ct, &steps).unwrap())),
     );
 
-    let mut ratios = BTreeMap::new();
-    if let Some(b) = &baseline {
-        eprintln!(
-            "\n{:<20} {:>12} {:>12} {:>8}",
-            "op", "ensi ms", "openfhe ms", "ratio"
-        );
-        for (name, ours) in &ops {
-            if let Some(theirs) = b.ops.get(*name) {
-                let r = ours.median_ms / theirs.median_ms;
-                eprintln!(
-                    "{name:<20} {:>12.2} {:>12.2} {:>8.3}",
-                    ours.median_ms, theirs.median_ms, r
-                );
-                ratios.insert(*name, r);
-            }
-        }
-    }
-    let report = CkksReport {
-        suite: "ckks",
-        preset: args.preset.clone(),
-        log_n: params.log_n(),
-        q_limbs: params.q_count(),
-        p_limbs: params.p_count(),
-        dnum: params.dnum(),
-        log_qp: params.log_qp(),
-        log_scale: scale.log2(),
-        threads: args.threads,
-        ops,
-        baseline,
-        ratios,
-    };
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(())
+    Ok(ops)
 }

@@ -15,8 +15,10 @@
 //! * [`lintrans`]: y = M x for a slot-by-slot matrix given by its diagonals,
 //!   evaluated with hoisted baby-step rotations and giant-step rotations (one level).
 
+pub mod bootstrap;
 pub mod lintrans;
 pub mod polynomial;
 
+pub use bootstrap::{BootstrapConfig, BootstrapKeys, Bootstrapper};
 pub use lintrans::{EncodedLinearTransform, LinearTransform};
 pub use polynomial::{ChebyshevPoly, EvalCost, InvSqrt, PolynomialEvaluator};

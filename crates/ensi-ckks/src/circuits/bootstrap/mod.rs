@@ -1,0 +1,577 @@
+//! CKKS bootstrapping: refreshes a level-0 ciphertext to a high level.
+//!
+//! A circuit on top of the [`Evaluator`], [`polynomial`](crate::circuits::polynomial)
+//! and [`lintrans`](crate::circuits::lintrans); the only engine-level steps
+//! (the sparse secret, key switching between two secrets, ModRaise) are in
+//! the private `raw` module beside it.
+//!
+//! # Pipeline
+//!
+//! For a ciphertext with `n = 2^log_slots` slots at scale `D` (any level; it is
+//! first dropped to level 0):
+//!
+//! 1. **Sparse-secret encapsulation.** The level-0 ciphertext is switched from
+//!    the dense secret `s` to an ephemeral sparse secret `s'` with exactly `h`
+//!    nonzero coefficients in {-1, 1} (default `h = 32`).
+//! 2. **ModRaise.** Its residues modulo `q_0` are read as centered integers
+//!    modulo the whole chain: it now decrypts (under `s'`) to `t = D m + q_0 I`,
+//!    with `I` an integer polynomial. It is switched back to `s` at the top level.
+//! 3. **Sparse slots: trace.** For `n < N/2` the rotations by `n, 2n, ..., N/4`
+//!    are summed: this keeps the coefficients of `X^(N/2n)`-multiples (times
+//!    `N/2n`) and cancels the rest of `I`, so the polynomial lives in the subring
+//!    that `n` slots see.
+//! 4. **CoeffsToSlots** (`cts_levels` levels): the inverse special FFT, factored
+//!    into butterfly groups ([`dft`]), maps the slots to the coefficients
+//!    `y = t / q_0 = I + D m / q_0` (complex: two coefficients per slot, in
+//!    bit-reversed slot order), divided by `2 K'`. A conjugation splits real and
+//!    imaginary parts into two ciphertexts holding `Re y / K'` and `Im y / K'`.
+//! 5. **EvalMod**: `sin(2 pi y) = cos(2 pi (y - 1/4))`. A Chebyshev
+//!    interpolant of `cos(2 pi K' w / 2^r)` on `w = (y - 1/4) / K'` in `[-1, 1]`
+//!    (degree `cosine_degree`, no level for the affine map since the interval is
+//!    `[-1, 1]`), then `r` double-angle steps `c -> 2 c^2 - 1`. Since
+//!    `sin(2 pi y) = 2 pi D m / q_0 + O((D m / q_0)^3)`, the result is the message
+//!    coefficients times `2 pi D / q_0`.
+//! 6. **SlotsToCoeffs** (`stc_levels` levels): the forward special FFT, factored
+//!    the same way, after recombining the two halves as `re + i im`; the
+//!    factor `q_0 / (2 pi D)` is folded into the recorded scale (free), and the
+//!    result lands at the requested output scale exactly.
+//!
+//! Levels: the output is at `max_level - cts_levels - (ceil(log2(degree + 1)) + r) - stc_levels`
+//! ([`BootstrapConfig::output_level`]).
+//!
+//! # The bound K and the failure probability
+//!
+//! Decrypting under `s'` gives `c0 + c1 s' = t` over the integers with
+//! `|c0|, |c1| <= q_0 / 2` coefficient-wise (centered residues), so every
+//! coefficient satisfies `|y| = |t / q_0| <= (h + 1) / 2` **always**: with
+//! `h = 32` the integer part `|I| <= 16`. EvalMod is accurate for
+//! `y - 1/4` in `[-K', K']` with the default `K' = (h + 1) / 2 + 1/2 = 17`, so the
+//! modular reduction cannot fail for any ciphertext, whatever the distribution
+//! of its coefficients (failure probability 0, not merely negligible). A
+//! smaller `K'` (a cheaper sine) is allowed; [`BootstrapConfig::failure_probability`]
+//! then gives the union bound `2 n P(|S_h| > K' - 3/4)` over the `2n`
+//! coefficients that the slots see, where `S_h`, a sum of `h` independent
+//! uniform variables on `[-1/2, 1/2]` (the coefficients of `c1` are uniform
+//! modulo `q_0`), follows the Irwin-Hall law, evaluated exactly.
+//!
+//! # Message-range contract
+//!
+//! The input slots must satisfy `|z_j| <= 1` and the input scale `D` must leave
+//! `q_0 / D >= 2^min_log_message_ratio` (default `2^8`; the `n16-boot` preset
+//! has `q_0 ~ 2^50`, so `D = 2^40` gives `2^10`): the sine is then within
+//! `(2 pi D m / q_0)^3 / 6` of the identity. [`Bootstrapper::fit_range`] lets a
+//! caller with `|z_j| <= B` scale into the interval for free by recording
+//! the scale as `B D` (the slots then read `z / B`, and the output holds
+//! `z / B`); inputs whose scale is too large are refused with a typed error.
+//!
+//! # Sparse-secret encapsulation: security
+//!
+//! The main secret `s` is uniform ternary and every key published under it is
+//! counted in the parameter set's `log2(QP)` (checked against the 128-bit
+//! bound at build time). The ephemeral sparse secret `s'` (weight `h`) appears
+//! in exactly two published objects:
+//! * the key `s -> s'`, an RLWE sample **under `s'`** whose components are
+//!   nonzero modulo `q_0` and the special primes `P` only (every other limb is
+//!   zero): a sparse-secret RLWE instance of dimension `N` and modulus `q_0 P`
+//!   (about 2^530 for `n16-boot`, against the dense-secret bound 2^1772 at
+//!   N = 2^16). This is the Bossuat-Troncoso-Pastoriza-Hubaux argument
+//!   (ACNS 2022), also used by Lattigo: a small modulus compensates for the
+//!   sparse secret. Its concrete hardness against hybrid and sparse-secret
+//!   attacks at `h = 32` has not been re-estimated here with the lattice
+//!   estimator; doing so, or shrinking the modulus of this key to `q_0 p_0`
+//!   (one special prime), is the open item before production use.
+//! * the key `s' -> s`, an ordinary RLWE sample under the dense `s` with `s'` in
+//!   the message, exactly like a rotation key.
+//!
+//! `s'` is drawn fresh at key generation and never leaves the key generator.
+
+mod dft;
+pub(crate) mod raw;
+
+pub use dft::{coeffs_to_slots, slots_to_coeffs};
+
+use crate::ciphertext::Ciphertext;
+use crate::circuits::lintrans::LinearTransform;
+use crate::circuits::polynomial::{ChebyshevPoly, PolynomialEvaluator};
+use crate::encoder::Encoder;
+use crate::error::{CkksError, Result};
+use crate::evaluator::Evaluator;
+use crate::keys::{EvaluationKeys, KeyGenerator, SecretKey, SwitchingKey};
+use crate::params::Parameters;
+use crate::sampling::Sampler;
+use num_complex::Complex64;
+use std::collections::BTreeSet;
+use std::f64::consts::PI;
+use std::sync::Arc;
+
+fn invalid(msg: String) -> CkksError {
+    CkksError::InvalidParameters(msg)
+}
+
+/// How to bootstrap: slot count, level budget per phase, EvalMod shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BootstrapConfig {
+    /// log2 of the slot count of the ciphertexts to refresh (`< log_n`).
+    pub log_slots: u32,
+    /// Levels of CoeffsToSlots (the inverse FFT is split into this many groups).
+    pub cts_levels: usize,
+    /// Levels of SlotsToCoeffs.
+    pub stc_levels: usize,
+    /// Hamming weight `h` of the ephemeral sparse secret.
+    pub sparse_weight: usize,
+    /// `K'`: EvalMod is accurate for `y - 1/4` in `[-K', K']`.
+    pub eval_mod_interval: f64,
+    /// Number `r` of double-angle steps.
+    pub double_angle: usize,
+    /// Degree of the Chebyshev interpolant of the scaled cosine.
+    pub cosine_degree: usize,
+    /// log2 of the scale EvalMod works at (close to its primes).
+    pub eval_mod_log_scale: u32,
+    /// Smallest accepted log2(q_0 / input scale).
+    pub min_log_message_ratio: f64,
+}
+
+impl BootstrapConfig {
+    /// The default shape for `params` (built for the `*-boot` presets): full
+    /// slots, CtS 4 / StC 3 levels from N = 2^14 up (3 / 2 below), `h = 32`,
+    /// `K' = 17` (no failure), 2 double angles after a degree-63 cosine, EvalMod at 2^60.
+    pub fn for_params(params: &Parameters) -> Self {
+        let big = params.log_n() >= 14;
+        let h = 32;
+        Self {
+            log_slots: params.log_slots(),
+            cts_levels: if big { 4 } else { 3 },
+            stc_levels: if big { 3 } else { 2 },
+            sparse_weight: h,
+            eval_mod_interval: (h as f64 + 1.0) / 2.0 + 0.5,
+            double_angle: 2,
+            cosine_degree: 63,
+            eval_mod_log_scale: 60,
+            min_log_message_ratio: 8.0,
+        }
+    }
+
+    /// The same with another slot count.
+    pub fn with_log_slots(mut self, log_slots: u32) -> Self {
+        self.log_slots = log_slots;
+        self
+    }
+
+    /// Levels EvalMod consumes: `ceil(log2(degree + 1)) + r`.
+    pub fn eval_mod_depth(&self) -> usize {
+        let d = self.cosine_degree + 1;
+        (usize::BITS - (d - 1).leading_zeros()) as usize + self.double_angle
+    }
+
+    /// Levels one bootstrap consumes from the top of the chain.
+    pub fn depth(&self) -> usize {
+        self.cts_levels + self.eval_mod_depth() + self.stc_levels
+    }
+
+    /// The level of the refreshed ciphertext.
+    pub fn output_level(&self, params: &Parameters) -> Result<usize> {
+        params
+            .max_level()
+            .checked_sub(self.depth())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "bootstrapping needs {} levels above level 0, the chain has {}",
+                    self.depth(),
+                    params.max_level()
+                ))
+            })
+    }
+
+    fn validate(&self, params: &Parameters) -> Result<()> {
+        if self.log_slots >= params.log_n() {
+            return Err(CkksError::InvalidSlots(self.log_slots));
+        }
+        if self.cts_levels == 0 || self.stc_levels == 0 {
+            return Err(invalid("CtS and StC need at least one level each".into()));
+        }
+        if self.sparse_weight == 0 || self.sparse_weight > params.n() {
+            return Err(invalid(format!(
+                "sparse weight {} outside 1..={}",
+                self.sparse_weight,
+                params.n()
+            )));
+        }
+        if !(self.eval_mod_interval.is_finite() && self.eval_mod_interval >= 1.0) {
+            return Err(invalid(format!(
+                "EvalMod interval {} must be >= 1",
+                self.eval_mod_interval
+            )));
+        }
+        if self.cosine_degree == 0 || self.double_angle > 8 {
+            return Err(invalid("EvalMod needs degree >= 1 and at most 8 double angles".into()));
+        }
+        if !(20..=61).contains(&self.eval_mod_log_scale) {
+            return Err(invalid(format!(
+                "EvalMod scale 2^{} outside 2^20..2^61",
+                self.eval_mod_log_scale
+            )));
+        }
+        self.output_level(params)?;
+        Ok(())
+    }
+
+    /// Upper bound on the probability that EvalMod's interval is exceeded in one
+    /// bootstrap (0 when `K' >= (h + 1) / 2 + 1/4`: the bound is then worst-case).
+    pub fn failure_probability(&self) -> f64 {
+        let h = self.sparse_weight as f64;
+        // |y| <= 1/2 + |S_h|; EvalMod covers y in [-K' + 1/4, K' + 1/4] => |S_h| <= K' - 3/4 suffices.
+        let t = self.eval_mod_interval - 0.75;
+        if t >= h / 2.0 {
+            return 0.0;
+        }
+        let coefficients = 2.0 * (1u64 << self.log_slots) as f64;
+        (coefficients * 2.0 * irwin_hall_cdf(self.sparse_weight, h / 2.0 - t)).min(1.0)
+    }
+}
+
+/// CDF at `x` of the sum of `h` independent uniforms on [0, 1] (Irwin-Hall),
+/// `(1/h!) sum_{k <= x} (-1)^k C(h, k) (x - k)^h`, evaluated in log space per term.
+pub fn irwin_hall_cdf(h: usize, x: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= h as f64 {
+        return 1.0;
+    }
+    let ln_fact = |m: usize| (1..=m).map(|i| (i as f64).ln()).sum::<f64>();
+    let mut s = 0.0;
+    let mut k = 0usize;
+    while (k as f64) < x && k <= h {
+        let ln_term = ln_fact(h) - ln_fact(k) - ln_fact(h - k) + h as f64 * (x - k as f64).ln()
+            - ln_fact(h);
+        let term = ln_term.exp();
+        s += if k % 2 == 0 { term } else { -term };
+        k += 1;
+    }
+    s.clamp(0.0, 1.0)
+}
+
+/// Everything the server needs to bootstrap: relinearization, rotation and
+/// conjugation keys, and the two keys of the sparse-secret encapsulation.
+#[derive(Clone, Debug)]
+pub struct BootstrapKeys {
+    /// Relinearization key and the Galois keys of CtS, StC, the trace and conjugation.
+    pub eval: EvaluationKeys,
+    /// Dense `s` -> sparse `s'`, nonzero modulo `q_0 P` only.
+    pub to_sparse: SwitchingKey,
+    /// Sparse `s'` -> dense `s`, over the whole chain.
+    pub to_dense: SwitchingKey,
+}
+
+impl BootstrapKeys {
+    /// Generates the keys for `config` (a fresh sparse secret is drawn and dropped).
+    /// `extra_rotations` are added to the Galois keys (for the caller's own circuits).
+    pub fn generate(
+        params: &Parameters,
+        config: &BootstrapConfig,
+        sk: &SecretKey,
+        extra_rotations: &[i64],
+    ) -> Result<Self> {
+        config.validate(params)?;
+        if sk.params != *params {
+            return Err(CkksError::ParametersMismatch);
+        }
+        let mut steps = rotation_steps(params, config)?;
+        steps.extend_from_slice(extra_rotations);
+        let eval = KeyGenerator::new(params).gen_evaluation_keys(sk, &steps, true);
+        let mut sampler = Sampler::from_os();
+        let sparse = raw::sparse_ternary(params.n(), config.sparse_weight);
+        let s_sparse = raw::secret_poly(params, &sparse);
+        let to_sparse =
+            raw::gen_switching_key_between(params, &mut sampler, &s_sparse, &sk.poly, 1);
+        let to_dense = raw::gen_switching_key_between(
+            params,
+            &mut sampler,
+            &sk.poly,
+            &s_sparse,
+            params.q_count(),
+        );
+        Ok(Self {
+            eval,
+            to_sparse,
+            to_dense,
+        })
+    }
+
+    /// Bytes of raw residues held by all the keys.
+    pub fn byte_size(&self) -> usize {
+        let galois: usize = self.eval.galois.values().map(|g| g.key.byte_size()).sum();
+        galois
+            + self.eval.relin.as_ref().map_or(0, |r| r.0.byte_size())
+            + self.to_sparse.byte_size()
+            + self.to_dense.byte_size()
+    }
+}
+
+/// The rotation steps bootstrapping uses for `config` (CtS, StC, trace).
+pub fn rotation_steps(params: &Parameters, config: &BootstrapConfig) -> Result<Vec<i64>> {
+    let mut set = BTreeSet::new();
+    for lt in coeffs_to_slots(config.log_slots, config.cts_levels)?
+        .iter()
+        .chain(&slots_to_coeffs(config.log_slots, config.stc_levels)?)
+    {
+        set.extend(lt.rotation_steps());
+    }
+    set.extend(trace_steps(config.log_slots, params.n() / 2));
+    Ok(set.into_iter().collect())
+}
+
+/// Rotations by `n 2^i` up to (excluding) `half`: the trace onto `n` slots.
+fn trace_steps(log_slots: u32, half: usize) -> Vec<i64> {
+    let mut v = Vec::new();
+    let mut step = 1usize << log_slots;
+    while step < half {
+        v.push(step as i64);
+        step *= 2;
+    }
+    v
+}
+
+/// Refreshes ciphertexts: see the module documentation for the pipeline.
+pub struct Bootstrapper {
+    params: Parameters,
+    config: BootstrapConfig,
+    eval: Evaluator,
+    encoder: Encoder,
+    cts: Vec<LinearTransform>,
+    stc: Vec<LinearTransform>,
+    cosine: ChebyshevPoly,
+    to_sparse: SwitchingKey,
+    to_dense: SwitchingKey,
+    output_scale: f64,
+}
+
+impl Bootstrapper {
+    /// A bootstrapper for `config` with the keys from [`BootstrapKeys::generate`].
+    /// The output scale is the parameters' default scale.
+    pub fn new(params: &Parameters, config: BootstrapConfig, keys: BootstrapKeys) -> Result<Self> {
+        config.validate(params)?;
+        let n = params.n();
+        for key in [&keys.to_sparse, &keys.to_dense] {
+            if key.b.is_empty()
+                || key.b.len() != key.a.len()
+                || key
+                    .b
+                    .iter()
+                    .chain(&key.a)
+                    .any(|p| p.q_limbs() != params.q_count() || p.p_limbs() != params.p_count() || p.as_words().len() != p.limbs() * n)
+            {
+                return Err(CkksError::ParametersMismatch);
+            }
+        }
+        if keys.to_dense.b.len() < params.dnum() {
+            return Err(CkksError::ParametersMismatch);
+        }
+        let k = config.eval_mod_interval;
+        let r = config.double_angle as i32;
+        let omega = 2.0 * PI * k / 2f64.powi(r);
+        let cosine =
+            ChebyshevPoly::interpolate(|w| (omega * w).cos(), -1.0, 1.0, config.cosine_degree)?;
+        Ok(Self {
+            cts: coeffs_to_slots(config.log_slots, config.cts_levels)?,
+            stc: slots_to_coeffs(config.log_slots, config.stc_levels)?,
+            eval: Evaluator::new(params, Arc::new(keys.eval)),
+            encoder: Encoder::new(params),
+            params: params.clone(),
+            output_scale: params.default_scale(),
+            to_sparse: keys.to_sparse,
+            to_dense: keys.to_dense,
+            cosine,
+            config,
+        })
+    }
+
+    /// The evaluator (it holds the relinearization and rotation keys, usable for other circuits).
+    pub fn evaluator(&self) -> &Evaluator {
+        &self.eval
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BootstrapConfig {
+        &self.config
+    }
+
+    /// The level of every refreshed ciphertext.
+    pub fn output_level(&self) -> usize {
+        self.params.max_level() - self.config.depth()
+    }
+
+    /// The scale of every refreshed ciphertext.
+    pub fn output_scale(&self) -> f64 {
+        self.output_scale
+    }
+
+    /// Sets the scale of refreshed ciphertexts.
+    pub fn set_output_scale(&mut self, scale: f64) -> Result<()> {
+        if !(scale.is_finite() && scale >= 2f64.powi(20)) {
+            return Err(invalid(format!("output scale {scale}")));
+        }
+        self.output_scale = scale;
+        Ok(())
+    }
+
+    /// The largest input scale accepted: `q_0 / 2^min_log_message_ratio`.
+    pub fn max_input_scale(&self) -> f64 {
+        self.params.q()[0] as f64 / self.config.min_log_message_ratio.exp2()
+    }
+
+    /// Scales a ciphertext whose slots satisfy `|z_j| <= bound` into the input
+    /// range, for free: the recorded scale is multiplied by `bound`, so the same
+    /// ciphertext now reads `z / bound` (and so will the bootstrapped output).
+    pub fn fit_range(&self, ct: &Ciphertext, bound: f64) -> Result<Ciphertext> {
+        if !(bound.is_finite() && bound > 0.0) {
+            return Err(invalid(format!("range bound {bound}")));
+        }
+        let mut out = ct.clone();
+        out.scale *= bound;
+        Ok(out)
+    }
+
+    /// Refreshes `ct` (slots `|z_j| <= 1`, scale at most [`Self::max_input_scale`],
+    /// any level): the result holds the same slots at [`Self::output_level`] and
+    /// [`Self::output_scale`].
+    pub fn bootstrap(&self, ct: &Ciphertext) -> Result<Ciphertext> {
+        self.bootstrap_to_scale(ct, self.output_scale)
+    }
+
+    /// Refreshes two ciphertexts of real slots in one bootstrap (packed as `a + i b`).
+    /// Both must have the same scale; the outputs hold the real parts of their slots.
+    pub fn bootstrap_real_pair(
+        &self,
+        a: &Ciphertext,
+        b: &Ciphertext,
+    ) -> Result<(Ciphertext, Ciphertext)> {
+        let a0 = self.eval.drop_to_level(a, 0)?;
+        let b0 = self.eval.drop_to_level(b, 0)?;
+        let ib = self
+            .eval
+            .mul_const_scaled(&b0, Complex64::new(0.0, 1.0), 1.0)?;
+        let packed = self.eval.add(&a0, &ib)?;
+        // (z + conj z) reads 2 Re z: land at half the scale, then record twice it.
+        let out = self.bootstrap_to_scale(&packed, self.output_scale / 2.0)?;
+        let conj = self.eval.conjugate(&out)?;
+        let mut re = self.eval.add(&out, &conj)?;
+        let diff = self.eval.sub(&out, &conj)?;
+        let mut im = self
+            .eval
+            .mul_const_scaled(&diff, Complex64::new(0.0, -1.0), 1.0)?;
+        re.scale = self.output_scale;
+        im.scale = self.output_scale;
+        Ok((re, im))
+    }
+
+    fn bootstrap_to_scale(&self, ct: &Ciphertext, output_scale: f64) -> Result<Ciphertext> {
+        let eval = &self.eval;
+        let cfg = &self.config;
+        if ct.log_slots() != cfg.log_slots {
+            return Err(CkksError::SlotMismatch {
+                a: ct.log_slots(),
+                b: cfg.log_slots,
+            });
+        }
+        let q0 = self.params.q()[0] as f64;
+        let input_scale = ct.scale();
+        if !(input_scale.is_finite() && input_scale > 0.0) || input_scale > self.max_input_scale() {
+            return Err(CkksError::Encoding(format!(
+                "bootstrapping input scale 2^{:.2} exceeds q_0 / 2^{} = 2^{:.2}: \
+                 record a larger scale with Bootstrapper::fit_range or lower the scale",
+                input_scale.log2(),
+                cfg.min_log_message_ratio,
+                self.max_input_scale().log2()
+            )));
+        }
+        // 1-2: dense -> sparse at level 0, ModRaise, sparse -> dense at the top.
+        let ct = eval.drop_to_level(ct, 0)?;
+        let ct = raw::switch_secret(&self.params, &ct, &self.to_sparse)?;
+        let ct = raw::mod_raise(&self.params, &ct)?;
+        let mut ct = raw::switch_secret(&self.params, &ct, &self.to_dense)?;
+        // 3: trace onto the subring of n slots.
+        let half = self.params.n() / 2;
+        let gap = half >> cfg.log_slots;
+        for step in trace_steps(cfg.log_slots, half) {
+            let rot = eval.rotate(&ct, step)?;
+            eval.add_assign(&mut ct, &rot)?;
+        }
+        // 4: CoeffsToSlots to y / (2K'), y = t / q_0.
+        let k = cfg.eval_mod_interval;
+        ct.scale = q0 * gap as f64 * 2.0 * k;
+        let em_scale = (cfg.eval_mod_log_scale as f64).exp2();
+        for lt in &self.cts {
+            ct = lt.evaluate(eval, &self.encoder, &ct, em_scale)?;
+        }
+        let conj = eval.conjugate(&ct)?;
+        let re = eval.add(&ct, &conj)?;
+        let im = eval.mul_const_scaled(&eval.sub(&ct, &conj)?, Complex64::new(0.0, -1.0), 1.0)?;
+        // 5: EvalMod on both halves.
+        let re = self.eval_mod(&re, em_scale)?;
+        let im = self.eval_mod(&im, em_scale)?;
+        let i_im = eval.mul_const_scaled(&im, Complex64::new(0.0, 1.0), 1.0)?;
+        let mut ct = eval.add(&re, &i_im)?;
+        // 6: SlotsToCoeffs, with q_0 / (2 pi D) folded into the recorded scale.
+        ct.scale *= 2.0 * PI * input_scale / q0;
+        let s_in = ct.scale;
+        let g = self.stc.len();
+        for (i, lt) in self.stc.iter().enumerate() {
+            let t = (i + 1) as f64 / g as f64;
+            let target = if i + 1 == g {
+                output_scale
+            } else {
+                (s_in.ln() * (1.0 - t) + output_scale.ln() * t).exp()
+            };
+            ct = lt.evaluate(eval, &self.encoder, &ct, target)?;
+        }
+        ct.scale = output_scale;
+        Ok(ct)
+    }
+
+    /// `sin(2 pi y)` from a ciphertext holding `y / K'`: shift, cosine, double angles.
+    fn eval_mod(&self, ct: &Ciphertext, scale: f64) -> Result<Ciphertext> {
+        let eval = &self.eval;
+        let k = self.config.eval_mod_interval;
+        let shifted = eval.add_const(ct, Complex64::new(-0.25 / k, 0.0))?;
+        let (mut c, _) =
+            PolynomialEvaluator::new(eval).evaluate_to_scale(&shifted, &self.cosine, scale)?;
+        for _ in 0..self.config.double_angle {
+            let sq = eval.mul_rescale(&c, &c)?;
+            c = eval.add_const(&eval.mul_int(&sq, 2)?, Complex64::new(-1.0, 0.0))?;
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn irwin_hall_matches_known_values() {
+        // Sum of 2 uniforms: CDF(1) = 1/2, CDF(0.5) = 1/8.
+        assert!((irwin_hall_cdf(2, 1.0) - 0.5).abs() < 1e-12);
+        assert!((irwin_hall_cdf(2, 0.5) - 0.125).abs() < 1e-12);
+        assert!((irwin_hall_cdf(3, 1.5) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn default_interval_cannot_fail_and_smaller_ones_are_bounded() {
+        let mut cfg = BootstrapConfig {
+            log_slots: 15,
+            cts_levels: 4,
+            stc_levels: 3,
+            sparse_weight: 32,
+            eval_mod_interval: 17.0,
+            double_angle: 2,
+            cosine_degree: 63,
+            eval_mod_log_scale: 60,
+            min_log_message_ratio: 8.0,
+        };
+        assert_eq!(cfg.failure_probability(), 0.0);
+        cfg.eval_mod_interval = 12.5;
+        let p = cfg.failure_probability();
+        assert!(p > 0.0 && p < 2f64.powi(-30), "{p}");
+    }
+}
