@@ -55,3 +55,37 @@ pub fn ternary_pcmm_columns(
         })
         .collect()
 }
+
+/// The conventional PCMM that ENSI is compared with (as NEXUS and BOLT do
+/// it): every weight is a plaintext constant multiplied into its input
+/// column, the products are summed, and each output is rescaled once (one
+/// level). `weights` is row-major (rows x columns.len()), real-valued.
+pub fn generic_pcmm_columns(
+    eval: &Evaluator,
+    columns: &[Ciphertext],
+    weights: &[f64],
+    rows: usize,
+) -> Result<Vec<Ciphertext>> {
+    let cols = columns.len();
+    if weights.len() != rows * cols || cols == 0 {
+        return Err(InferError::Shape(format!("{} weights for {rows}x{cols}", weights.len())));
+    }
+    let level = columns[0].level();
+    // Constants at the scale of the prime the rescale removes: outputs keep the input scale.
+    let const_scale = eval.params().q()[level] as f64;
+    (0..rows)
+        .into_par_iter()
+        .map(|r| {
+            let row = &weights[r * cols..(r + 1) * cols];
+            let mut acc: Option<Ciphertext> = None;
+            for (x, &w) in columns.iter().zip(row) {
+                let term = eval.mul_const_scaled(x, ensi_ckks::Complex64::new(w, 0.0), const_scale)?;
+                match acc.as_mut() {
+                    Some(a) => eval.add_assign(a, &term)?,
+                    None => acc = Some(term),
+                }
+            }
+            Ok(eval.rescale(&acc.expect("at least one column"))?)
+        })
+        .collect()
+}

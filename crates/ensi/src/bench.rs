@@ -17,6 +17,12 @@ use std::time::Instant;
 pub enum Suite {
     /// CKKS primitives (NTT, encoding, encryption, key switching, ...).
     Ckks,
+    /// Ternary (ENSI) vs conventional PCMM in the column layout.
+    Pcmm,
+    /// Bootstrapping (with key generation, precision, levels, key bytes and
+    /// peak memory), one degree-63 Chebyshev polynomial and one dense linear
+    /// transform of dimension 2^12. Use a `*-boot` preset.
+    Bootstrap,
 }
 
 /// `ensi bench` arguments.
@@ -36,6 +42,15 @@ pub struct BenchArgs {
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// PCMM suite: tokens (rows of the hidden state).
+    #[arg(long, default_value_t = 16)]
+    pub tokens: usize,
+    /// PCMM suite: input features.
+    #[arg(long, default_value_t = 64)]
+    pub d_in: usize,
+    /// PCMM suite: output features.
+    #[arg(long, default_value_t = 64)]
+    pub d_out: usize,
     /// Rounds to alternate with the baseline (default 3 with a baseline, else 1).
     #[arg(long)]
     pub rounds: Option<usize>,
@@ -56,9 +71,9 @@ pub enum Baseline {
 }
 
 #[derive(Serialize, serde::Deserialize, Clone)]
-struct OpResult {
-    median_ms: f64,
-    runs: usize,
+pub(crate) struct OpResult {
+    pub(crate) median_ms: f64,
+    pub(crate) runs: usize,
 }
 
 #[derive(Serialize, serde::Deserialize)]
@@ -132,12 +147,23 @@ pub fn run(args: BenchArgs) -> CliResult {
     // Errors cross the pool as text (boxed errors are not Send).
     pool.install(|| match args.suite {
         Suite::Ckks => bench_ckks(&args).map_err(|e| e.to_string()),
+        Suite::Bootstrap => bench_bootstrap(&args).map_err(|e| e.to_string()),
+        Suite::Pcmm => crate::bench_pcmm::run(crate::bench_pcmm::PcmmArgs {
+            preset: &args.preset,
+            threads: args.threads,
+            runs: args.runs,
+            tokens: args.tokens,
+            d_in: args.d_in,
+            d_out: args.d_out,
+            json: args.json.as_ref(),
+        })
+        .map_err(|e| e.to_string()),
     })?;
     Ok(())
 }
 
 /// Median wall time in milliseconds of `runs` calls of `f` (after one warm-up).
-fn time_ms(runs: usize, mut f: impl FnMut()) -> OpResult {
+pub(crate) fn time_ms(runs: usize, mut f: impl FnMut()) -> OpResult {
     f();
     let mut t: Vec<f64> = (0..runs)
         .map(|_| {
@@ -340,4 +366,171 @@ fn measure_ckks(args: &BenchArgs, params: &Parameters) -> std::result::Result<BT
     );
 
     Ok(ops)
+}
+
+#[derive(Serialize)]
+struct BootstrapReport {
+    suite: &'static str,
+    preset: String,
+    threads: usize,
+    slots: usize,
+    log_qp: f64,
+    keygen_s: f64,
+    bootstrap_median_s: f64,
+    runs: usize,
+    precision_bits_mean: f64,
+    precision_bits_min: f64,
+    levels_after: usize,
+    log_scale_after: f64,
+    eval_key_bytes: usize,
+    peak_rss_bytes: u64,
+    ops: BTreeMap<String, OpResult>,
+}
+
+/// Peak resident set size of this process (VmHWM), 0 where unknown.
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// `ensi bench bootstrap`: full-slot bootstrapping at the preset (the CLI's
+/// default preset cannot bootstrap, so it is replaced by `n16-boot`). Each
+/// bootstrap takes tens of seconds at N = 2^16, so its median is over
+/// min(runs, 3) runs; the polynomial and the linear transform use `runs`.
+fn bench_bootstrap(args: &BenchArgs) -> CliResult {
+    use ensi_ckks::circuits::bootstrap::{BootstrapConfig, BootstrapKeys, Bootstrapper};
+    use ensi_ckks::circuits::{ChebyshevPoly, LinearTransform, PolynomialEvaluator};
+    let preset = if args.preset == "n16-l20" { "n16-boot" } else { args.preset.as_str() };
+    let params = ParametersLiteral::preset(preset)?.build()?;
+    let config = BootstrapConfig::for_params(&params);
+    let log_slots = config.log_slots;
+    let slots = 1usize << log_slots;
+    eprintln!("preset {preset}: {params:?}, {} thread(s), {slots} slots", args.threads);
+    let lt_log = 12.min(log_slots);
+    let lt_n = 1usize << lt_log;
+    // A dense 2^12 x 2^12 matrix (sparse slots 2^12) and its rotations.
+    let matrix: Vec<Vec<Complex64>> = (0..lt_n)
+        .map(|i| {
+            (0..lt_n)
+                .map(|j| Complex64::new((((i * 31 + j * 17) % 97) as f64 / 97.0 - 0.5) / lt_n as f64, 0.0))
+                .collect()
+        })
+        .collect();
+    let lt = LinearTransform::from_dense(&matrix)?;
+    let mut kg = KeyGenerator::new(&params);
+    let sk = kg.gen_secret_key();
+    let t = Instant::now();
+    let keys = BootstrapKeys::generate(&params, &config, &sk, &lt.rotation_steps())?;
+    let keygen_s = t.elapsed().as_secs_f64();
+    let eval_key_bytes = keys.byte_size();
+    eprintln!(
+        "keygen {keygen_s:.1} s, {} Galois keys, {:.2} GiB",
+        keys.eval.galois.len(),
+        eval_key_bytes as f64 / 2f64.powi(30)
+    );
+    let bt = Bootstrapper::new(&params, config, keys)?;
+    let encoder = Encoder::new(&params);
+    let mut enc = Encryptor::with_secret_key(&params, &sk);
+    let dec = Decryptor::new(&sk);
+    // Inputs uniform in [-1, 1] (deterministic), real.
+    let mut state = 0x9e3779b97f4a7c15u64;
+    let values: Vec<Complex64> = (0..slots)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            Complex64::new((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0, 0.0)
+        })
+        .collect();
+    let ct = enc.encrypt(&encoder.encode(&values, 0, params.default_scale(), log_slots)?)?;
+    let boot_runs = args.runs.min(3);
+    let mut times = Vec::new();
+    let mut out = None;
+    for r in 0..boot_runs {
+        let t = Instant::now();
+        out = Some(bt.bootstrap(&ct)?);
+        times.push(t.elapsed().as_secs_f64());
+        eprintln!("bootstrap {}/{boot_runs}: {:.2} s", r + 1, times[r]);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let out = out.ok_or("no bootstrap run")?;
+    let got = encoder.decode(&dec.decrypt(&out)?);
+    let bits: Vec<f64> = got
+        .iter()
+        .zip(&values)
+        .map(|(a, b)| -(a - b).norm().max(1e-300).log2())
+        .collect();
+    let precision_bits_mean = bits.iter().sum::<f64>() / bits.len() as f64;
+    let precision_bits_min = bits.iter().cloned().fold(f64::INFINITY, f64::min);
+    eprintln!(
+        "precision mean {precision_bits_mean:.2} min {precision_bits_min:.2} bits, level {} at 2^{:.2}",
+        out.level(),
+        out.scale().log2()
+    );
+
+    let eval = bt.evaluator();
+    let mut ops = BTreeMap::new();
+    // One Chebyshev polynomial of degree 63 (depth 6) on the refreshed ciphertext.
+    let poly = ChebyshevPoly::interpolate(|x| (x * 3.0).sin(), -1.0, 1.0, 63)?;
+    let pe = PolynomialEvaluator::new(eval);
+    let mut err = None;
+    ops.insert(
+        "chebyshev_deg63".to_string(),
+        time_ms(args.runs, || {
+            if let Err(e) = pe.evaluate(&out, &poly) {
+                err = Some(e);
+            }
+        }),
+    );
+    // One dense linear transform of dimension 2^12 on 2^12 slots.
+    let small = enc.encrypt(&encoder.encode(
+        &values[..lt_n],
+        bt.output_level(),
+        params.default_scale(),
+        lt_log,
+    )?)?;
+    let encoded = lt.encode(&encoder, small.level(), small.scale(), params.default_scale())?;
+    ops.insert(
+        format!("lintrans_dense_{lt_n}"),
+        time_ms(args.runs, || {
+            if let Err(e) = encoded.evaluate(eval, &small) {
+                err = Some(e);
+            }
+        }),
+    );
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    for (name, r) in &ops {
+        eprintln!("{name:<24} {:>10.1} ms", r.median_ms);
+    }
+    let report = BootstrapReport {
+        suite: "bootstrap",
+        preset: preset.to_string(),
+        threads: args.threads,
+        slots,
+        log_qp: params.log_qp(),
+        keygen_s,
+        bootstrap_median_s: times[times.len() / 2],
+        runs: boot_runs,
+        precision_bits_mean,
+        precision_bits_min,
+        levels_after: out.level(),
+        log_scale_after: out.scale().log2(),
+        eval_key_bytes,
+        peak_rss_bytes: peak_rss_bytes(),
+        ops,
+    };
+    eprintln!("peak RSS {:.2} GiB", report.peak_rss_bytes as f64 / 2f64.powi(30));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
 }
