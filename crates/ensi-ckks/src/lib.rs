@@ -12,6 +12,7 @@ pub mod error;
 pub mod evaluator;
 pub mod keys;
 pub mod keyswitch;
+pub mod lincomb;
 pub mod math;
 pub mod params;
 pub mod ring;

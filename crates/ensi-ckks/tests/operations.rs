@@ -255,3 +255,60 @@ fn levels_and_scales_are_tracked_and_checked() {
         Err(CkksError::MissingRelinKey)
     ));
 }
+
+/// The blocked multi-output kernels against the plain one-output-at-a-time
+/// evaluator (bit-for-bit) and against plaintext.
+#[test]
+fn batched_linear_combinations_match_the_plain_evaluator() {
+    let mut c = ctx();
+    let cols = 5;
+    let rows = 4;
+    let inputs: Vec<Vec<Complex64>> = (0..cols).map(|i| random_values(c.slots(), 30 + i as u64)).collect();
+    let cts: Vec<Ciphertext> = inputs.iter().map(|v| c.encrypt(v)).collect();
+    let e = &c.eval;
+    let signs: Vec<i8> = vec![1, -1, 0, 1, 1, 0, 0, 0, 0, 0, -1, -1, 1, 0, 1, 1, 1, 1, -1, 1];
+    let sums = e.signed_sums(&cts, &signs, rows).unwrap();
+    let weights: Vec<f64> = (0..rows * cols).map(|i| (i as f64 * 0.37).sin()).collect();
+    let q_top = c.params.q()[c.params.max_level()] as f64;
+    let combos = e.linear_combinations(&cts, &weights, rows, q_top).unwrap();
+    for r in 0..rows {
+        // Reference: one output at a time with the plain evaluator.
+        let mut reference: Option<Ciphertext> = None;
+        let mut want = vec![Complex64::new(0.0, 0.0); c.slots()];
+        for col in 0..cols {
+            let w = signs[r * cols + col];
+            want.iter_mut().zip(&inputs[col]).for_each(|(a, x)| *a += *x * w as f64);
+            let term = match w {
+                1 => cts[col].clone(),
+                -1 => e.neg(&cts[col]).unwrap(),
+                _ => continue,
+            };
+            reference = Some(match reference {
+                Some(acc) => e.add(&acc, &term).unwrap(),
+                None => term,
+            });
+        }
+        match reference {
+            Some(reference) => assert_eq!(sums[r], reference, "row {r}: signed sums differ from the plain evaluator"),
+            None => assert!(c.decrypt(&sums[r]).iter().all(|x| x.norm() < 1e-6)),
+        }
+        assert_precision(&format!("signed_sums row {r}"), &c.decrypt(&sums[r]), &want, 21.0);
+
+        let mut reference: Option<Ciphertext> = None;
+        let mut want = vec![Complex64::new(0.0, 0.0); c.slots()];
+        for col in 0..cols {
+            let w = weights[r * cols + col];
+            want.iter_mut().zip(&inputs[col]).for_each(|(a, x)| *a += *x * w);
+            let term = e.mul_const_scaled(&cts[col], Complex64::new(w, 0.0), q_top).unwrap();
+            reference = Some(match reference {
+                Some(acc) => e.add(&acc, &term).unwrap(),
+                None => term,
+            });
+        }
+        assert_eq!(combos[r], reference.unwrap(), "row {r}: linear combinations differ from the plain evaluator");
+        let out = e.rescale(&combos[r]).unwrap();
+        assert_precision(&format!("linear_combinations row {r}"), &c.decrypt(&out), &want, 20.0);
+    }
+    assert!(e.signed_sums(&cts, &[2; 20], rows).is_err());
+    assert!(e.signed_sums(&cts, &signs[..19], rows).is_err());
+}
