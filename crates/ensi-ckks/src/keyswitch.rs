@@ -262,12 +262,15 @@ pub fn product_mod_down(
         .for_each(|(i, ((c0, c1), converted))| {
             let mut buf = pool::take(2 * n + scratch_len);
             let (acc, scratch) = buf.split_at_mut(2 * n);
+            let plan = ring.plan(q_limbs, i);
+            // The converted P part first, so that this prime's forward tables,
+            // still in cache, serve these two and the digits' transforms below.
+            plan.forward(c0);
+            plan.forward(c1);
             product(i, converted, acc, scratch);
             let m = &ring.q()[i];
-            let plan = ring.plan(q_limbs, i);
             let (w, ws) = (p_inv[i], m.shoup(p_inv[i]));
             for (c, a) in [(c0, &acc[..n]), (c1, &acc[n..])] {
-                plan.forward(c);
                 for (c, &v) in c.iter_mut().zip(a) {
                     *c = m.mul_shoup(m.sub(v, *c), w, ws);
                 }
