@@ -303,6 +303,36 @@ impl Encoder {
     }
 }
 
+/// Integer-valued f64 below 2^51.8 in magnitude reduced modulo q (< 2^52, so
+/// that q and every k q involved are exact in f64):
+/// the quotient is estimated in floating point (off by at most one) and
+/// corrected, which vectorizes, unlike a 128-bit Barrett reduction.
+fn reduce_small_integers(out: &mut [u64], coeffs: &[f64], q: u64) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq") {
+        // SAFETY: the features were just detected.
+        return unsafe { reduce_small_integers_avx512(out, coeffs, q) };
+    }
+    reduce_small_integers_plain(out, coeffs, q)
+}
+
+fn reduce_small_integers_plain(out: &mut [u64], coeffs: &[f64], q: u64) {
+    let (qf, qi, inv) = (q as f64, q as i64, 1.0 / q as f64);
+    for (r, &c) in out.iter_mut().zip(coeffs) {
+        let k = (c * inv).floor();
+        let mut v = (c - k * qf) as i64;
+        v += if v < 0 { qi } else { 0 };
+        v -= if v >= qi { qi } else { 0 };
+        *r = v as u64;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn reduce_small_integers_avx512(out: &mut [u64], coeffs: &[f64], q: u64) {
+    reduce_small_integers_plain(out, coeffs, q)
+}
+
 /// An integer-valued f64 (any magnitude) reduced modulo q, exactly.
 pub(crate) fn reduce_f64_integer(x: f64, m: &crate::math::Modulus) -> u64 {
     let bits = x.abs().to_bits();
@@ -429,6 +459,25 @@ mod tests {
         let back = enc.decode(&pt);
         for (a, b) in v.iter().zip(&back) {
             assert!((a - b).norm() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn vectorized_reduction_matches_exact_reduction() {
+        for &q in &crate::math::primes::ntt_primes(10, &[40, 50], &[]).unwrap() {
+            let m = crate::math::Modulus::new(q);
+            let mut s = 5u64;
+            let coeffs: Vec<f64> = (0..4096)
+                .map(|i| {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let v = ((s >> 12) % 8_000_000_000_000_000) as i64 - 4_000_000_000_000_000;
+                    if i < 4 { [0, -1, q as i64, -(q as i64)][i] as f64 } else { v as f64 }
+                })
+                .collect();
+            let mut fast = vec![0u64; coeffs.len()];
+            reduce_small_integers(&mut fast, &coeffs, q);
+            let exact: Vec<u64> = coeffs.iter().map(|&c| m.reduce_i64(c as i64)).collect();
+            assert_eq!(fast, exact);
         }
     }
 

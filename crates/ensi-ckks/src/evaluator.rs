@@ -462,8 +462,9 @@ impl Evaluator {
         ring.plan(l + 1, l).inverse(&mut rx);
         ring.plan(l + 1, l).inverse(&mut ry);
         let q_inv = self.params.q_inv(l);
-        let mut ox = ring.q_prefix(x, l);
-        let mut oy = ring.q_prefix(y, l);
+        // Outputs are written from the inputs directly: no copy of the kept limbs.
+        let mut ox = ring.scratch(l, 0, true);
+        let mut oy = ring.scratch(l, 0, true);
         ox.data
             .par_chunks_mut(n)
             .zip(oy.data.par_chunks_mut(n))
@@ -487,21 +488,15 @@ impl Evaluator {
                         m.reduce(v)
                     }
                 };
-                let mut t = crate::ring::pool::take(n);
-                for (limb, r) in [(lx, &rx), (ly, &ry)] {
-                    for (t, &v) in t.iter_mut().zip(r.iter()) {
-                        *t = if v > half {
-                            m.sub(reduce(v), top_mod)
-                        } else {
-                            reduce(v)
-                        };
+                for (out, r, src) in [(lx, &rx, x.limb(i)), (ly, &ry, y.limb(i))] {
+                    for (t, &v) in out.iter_mut().zip(r.iter()) {
+                        *t = if v > half { m.sub(reduce(v), top_mod) } else { reduce(v) };
                     }
-                    plan.forward(&mut t);
-                    for (o, &ti) in limb.iter_mut().zip(&t) {
-                        *o = m.mul_shoup(m.sub(*o, ti), w, ws);
+                    plan.forward(out);
+                    for (o, &xi) in out.iter_mut().zip(src) {
+                        *o = m.mul_shoup(m.sub(xi, *o), w, ws);
                     }
                 }
-                crate::ring::pool::give(t);
             });
         (ox, oy)
     }
