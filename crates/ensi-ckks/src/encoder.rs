@@ -251,7 +251,9 @@ impl Encoder {
             .enumerate()
             .for_each(|(i, limb)| {
                 let m = &ring.q()[i];
-                if small {
+                if max < 4.0e15 && m.value() < (1 << 52) {
+                    reduce_small_integers(limb, coeffs, m.value());
+                } else if small {
                     for (r, &c) in limb.iter_mut().zip(coeffs) {
                         *r = m.reduce_i64(c as i64);
                     }
