@@ -1,3 +1,4 @@
+//! A key-switching loop at n16-l20 to run under `perf record`.
 use ensi_ckks::keyswitch::*;
 use ensi_ckks::*;
 fn main() {

@@ -311,7 +311,9 @@ impl Encoder {
 /// corrected, which vectorizes, unlike a 128-bit Barrett reduction.
 fn reduce_small_integers(out: &mut [u64], coeffs: &[f64], q: u64) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq") {
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+    {
         // SAFETY: the features were just detected.
         return unsafe { reduce_small_integers_avx512(out, coeffs, q) };
     }
@@ -471,9 +473,15 @@ mod tests {
             let mut s = 5u64;
             let coeffs: Vec<f64> = (0..4096)
                 .map(|i| {
-                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    s = s
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     let v = ((s >> 12) % 8_000_000_000_000_000) as i64 - 4_000_000_000_000_000;
-                    if i < 4 { [0, -1, q as i64, -(q as i64)][i] as f64 } else { v as f64 }
+                    if i < 4 {
+                        [0, -1, q as i64, -(q as i64)][i] as f64
+                    } else {
+                        v as f64
+                    }
                 })
                 .collect();
             let mut fast = vec![0u64; coeffs.len()];

@@ -490,7 +490,11 @@ impl Evaluator {
                 };
                 for (out, r, src) in [(lx, &rx, x.limb(i)), (ly, &ry, y.limb(i))] {
                     for (t, &v) in out.iter_mut().zip(r.iter()) {
-                        *t = if v > half { m.sub(reduce(v), top_mod) } else { reduce(v) };
+                        *t = if v > half {
+                            m.sub(reduce(v), top_mod)
+                        } else {
+                            reduce(v)
+                        };
                     }
                     plan.forward(out);
                     for (o, &xi) in out.iter_mut().zip(src) {

@@ -25,7 +25,7 @@ use rayon::prelude::*;
 ///
 /// Digit j's own limbs are d's limbs (NTT form) and are read from `d`; `ext[j]`
 /// holds the other limbs, the other Q limbs in order then the P limbs, in
-/// coefficient form until [`Decomposed::to_ntt`] (or the fused product)
+/// coefficient form until [`Decomposed::transform_to_ntt`] (or the fused product)
 /// transforms them.
 pub struct Decomposed<'a> {
     d: &'a RnsPoly,
@@ -42,7 +42,7 @@ impl Decomposed<'_> {
 
     /// Transforms every converted limb to NTT form, limb by limb across the
     /// digits so that each prime's tables are loaded once.
-    fn to_ntt(&mut self, params: &Parameters) {
+    fn transform_to_ntt(&mut self, params: &Parameters) {
         if self.ntt {
             return;
         }
@@ -117,7 +117,7 @@ fn mod_up<'a>(params: &Parameters, d: &'a RnsPoly) -> Decomposed<'a> {
 /// shared by several keys (hoisted rotations).
 pub fn decompose<'a>(params: &Parameters, d: &'a RnsPoly) -> Decomposed<'a> {
     let mut dec = mod_up(params, d);
-    dec.to_ntt(params);
+    dec.transform_to_ntt(params);
     dec
 }
 

@@ -21,21 +21,37 @@ const BLOCK: usize = 256;
 
 impl Evaluator {
     fn check_inputs(&self, inputs: &[Ciphertext], weights: usize, rows: usize) -> Result<()> {
-        let first = inputs.first().ok_or_else(|| CkksError::InvalidParameters("no input ciphertexts".into()))?;
+        let first = inputs
+            .first()
+            .ok_or_else(|| CkksError::InvalidParameters("no input ciphertexts".into()))?;
         if weights != rows * inputs.len() {
-            return Err(CkksError::InvalidParameters(format!("{weights} weights for {rows}x{}", inputs.len())));
+            return Err(CkksError::InvalidParameters(format!(
+                "{weights} weights for {rows}x{}",
+                inputs.len()
+            )));
         }
         for ct in inputs {
             if ct.level() != first.level() {
-                return Err(CkksError::LevelTooLow { needed: first.level(), level: ct.level() });
+                return Err(CkksError::LevelTooLow {
+                    needed: first.level(),
+                    level: ct.level(),
+                });
             }
             if ct.log_slots != first.log_slots {
-                return Err(CkksError::SlotMismatch { a: first.log_slots, b: ct.log_slots });
+                return Err(CkksError::SlotMismatch {
+                    a: first.log_slots,
+                    b: ct.log_slots,
+                });
             }
             if ((ct.scale / first.scale) - 1.0).abs() > crate::evaluator::SCALE_TOLERANCE {
-                return Err(CkksError::ScaleMismatch { a: first.scale.log2(), b: ct.scale.log2() });
+                return Err(CkksError::ScaleMismatch {
+                    a: first.scale.log2(),
+                    b: ct.scale.log2(),
+                });
             }
-            if ct.c0.as_words().len() != first.c0.as_words().len() || ct.c1.as_words().len() != first.c0.as_words().len() {
+            if ct.c0.as_words().len() != first.c0.as_words().len()
+                || ct.c1.as_words().len() != first.c0.as_words().len()
+            {
                 return Err(CkksError::ParametersMismatch);
             }
         }
@@ -45,10 +61,17 @@ impl Evaluator {
     /// out_r = sum_c w[r][c] in_c with every weight in {-1, 0, 1} (row-major,
     /// `rows` x `inputs.len()`): additions and subtractions only, no level,
     /// no change of scale.
-    pub fn signed_sums(&self, inputs: &[Ciphertext], weights: &[i8], rows: usize) -> Result<Vec<Ciphertext>> {
+    pub fn signed_sums(
+        &self,
+        inputs: &[Ciphertext],
+        weights: &[i8],
+        rows: usize,
+    ) -> Result<Vec<Ciphertext>> {
         self.check_inputs(inputs, weights.len(), rows)?;
         if let Some(&w) = weights.iter().find(|w| !(-1..=1).contains(*w)) {
-            return Err(CkksError::InvalidParameters(format!("weight {w} is not in {{-1, 0, 1}}")));
+            return Err(CkksError::InvalidParameters(format!(
+                "weight {w} is not in {{-1, 0, 1}}"
+            )));
         }
         let cols = inputs.len();
         // Per row, the inputs to add and to subtract.
@@ -60,16 +83,21 @@ impl Evaluator {
                 (pos, neg)
             })
             .collect();
-        Ok(self.combine(inputs, rows, inputs[0].scale, |m, _limb, block_in, r, out| {
-            let (pos, neg) = &plan[r];
-            out.fill(0);
-            for &c in pos {
-                simd::add_mod(out, block_in[c], m.value());
-            }
-            for &c in neg {
-                simd::sub_mod(out, block_in[c], m.value());
-            }
-        }))
+        Ok(self.combine(
+            inputs,
+            rows,
+            inputs[0].scale,
+            |m, _limb, block_in, r, out| {
+                let (pos, neg) = &plan[r];
+                out.fill(0);
+                for &c in pos {
+                    simd::add_mod(out, block_in[c], m.value());
+                }
+                for &c in neg {
+                    simd::sub_mod(out, block_in[c], m.value());
+                }
+            },
+        ))
     }
 
     /// out_r = sum_c round(w[r][c] const_scale) in_c for real weights (row-major):
@@ -82,8 +110,11 @@ impl Evaluator {
         const_scale: f64,
     ) -> Result<Vec<Ciphertext>> {
         self.check_inputs(inputs, weights.len(), rows)?;
-        if !(const_scale.is_finite() && const_scale > 0.0) || weights.iter().any(|w| !w.is_finite()) {
-            return Err(CkksError::Encoding("weights and their scale must be finite".into()));
+        if !(const_scale.is_finite() && const_scale > 0.0) || weights.iter().any(|w| !w.is_finite())
+        {
+            return Err(CkksError::Encoding(
+                "weights and their scale must be finite".into(),
+            ));
         }
         let level = inputs[0].level();
         let ring = self.params().ring();
@@ -104,19 +135,28 @@ impl Evaluator {
         let residues52: Vec<Vec<u64>> = ring.q()[..=level]
             .iter()
             .zip(&residues)
-            .map(|(m, r)| r.iter().map(|&(v, _)| (((v as u128) << 52) / m.value() as u128) as u64).collect())
+            .map(|(m, r)| {
+                r.iter()
+                    .map(|&(v, _)| (((v as u128) << 52) / m.value() as u128) as u64)
+                    .collect()
+            })
             .collect();
         let cols = inputs.len();
-        Ok(self.combine(inputs, rows, inputs[0].scale * const_scale, |m, limb, block_in, r, out| {
-            let w = &residues[limb][r * cols..(r + 1) * cols];
-            let w52 = &residues52[limb][r * cols..(r + 1) * cols];
-            out.fill(0);
-            for (c, (&(wv, ws), &ws52)) in w.iter().zip(w52).enumerate() {
-                if wv != 0 {
-                    simd::mul_add_mod(out, block_in[c], m, wv, ws, ws52);
+        Ok(self.combine(
+            inputs,
+            rows,
+            inputs[0].scale * const_scale,
+            |m, limb, block_in, r, out| {
+                let w = &residues[limb][r * cols..(r + 1) * cols];
+                let w52 = &residues52[limb][r * cols..(r + 1) * cols];
+                out.fill(0);
+                for (c, (&(wv, ws), &ws52)) in w.iter().zip(w52).enumerate() {
+                    if wv != 0 {
+                        simd::mul_add_mod(out, block_in[c], m, wv, ws, ws52);
+                    }
                 }
-            }
-        }))
+            },
+        ))
     }
 
     /// Drives `kernel(modulus, limb, input blocks, row, output block)` over every
@@ -131,11 +171,19 @@ impl Evaluator {
         let ring = self.params().ring();
         let n = ring.n();
         let q_limbs = inputs[0].level() + 1;
-        let mut outs: Vec<(RnsPoly, RnsPoly)> =
-            (0..rows).map(|_| (ring.scratch(q_limbs, 0, true), ring.scratch(q_limbs, 0, true))).collect();
+        let mut outs: Vec<(RnsPoly, RnsPoly)> = (0..rows)
+            .map(|_| {
+                (
+                    ring.scratch(q_limbs, 0, true),
+                    ring.scratch(q_limbs, 0, true),
+                )
+            })
+            .collect();
         // Tasks: (part, limb, block); each writes its block of every output.
         let blocks = n.div_ceil(BLOCK);
-        let mut targets: Vec<Vec<&mut [u64]>> = (0..2 * q_limbs * blocks).map(|_| Vec::with_capacity(rows)).collect();
+        let mut targets: Vec<Vec<&mut [u64]>> = (0..2 * q_limbs * blocks)
+            .map(|_| Vec::with_capacity(rows))
+            .collect();
         for (c0, c1) in outs.iter_mut() {
             for (part, poly) in [c0, c1].into_iter().enumerate() {
                 for (l, limb) in poly.data.chunks_mut(n).enumerate() {
@@ -145,22 +193,34 @@ impl Evaluator {
                 }
             }
         }
-        targets.into_par_iter().enumerate().for_each(|(task, mut outs)| {
-            let (part, rest) = (task / (q_limbs * blocks), task % (q_limbs * blocks));
-            let (l, b) = (rest / blocks, rest % blocks);
-            let m = &ring.q()[l];
-            let start = l * n + b * BLOCK;
-            let len = BLOCK.min(n - b * BLOCK);
-            let block_in: Vec<&[u64]> = inputs
-                .iter()
-                .map(|ct| &(if part == 0 { &ct.c0 } else { &ct.c1 }).as_words()[start..start + len])
-                .collect();
-            for (r, out) in outs.iter_mut().enumerate() {
-                kernel(m, l, &block_in, r, out);
-            }
-        });
+        targets
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(task, mut outs)| {
+                let (part, rest) = (task / (q_limbs * blocks), task % (q_limbs * blocks));
+                let (l, b) = (rest / blocks, rest % blocks);
+                let m = &ring.q()[l];
+                let start = l * n + b * BLOCK;
+                let len = BLOCK.min(n - b * BLOCK);
+                let block_in: Vec<&[u64]> = inputs
+                    .iter()
+                    .map(|ct| {
+                        &(if part == 0 { &ct.c0 } else { &ct.c1 }).as_words()[start..start + len]
+                    })
+                    .collect();
+                for (r, out) in outs.iter_mut().enumerate() {
+                    kernel(m, l, &block_in, r, out);
+                }
+            });
         let log_slots = inputs[0].log_slots;
-        outs.into_iter().map(|(c0, c1)| Ciphertext { c0, c1, scale, log_slots }).collect()
+        outs.into_iter()
+            .map(|(c0, c1)| Ciphertext {
+                c0,
+                c1,
+                scale,
+                log_slots,
+            })
+            .collect()
     }
 }
 
@@ -193,7 +253,7 @@ mod simd {
     pub(super) fn mul_add_mod(out: &mut [u64], x: &[u64], m: &Modulus, w: u64, ws: u64, ws52: u64) {
         #[cfg(target_arch = "x86_64")]
         if m.value() < (1 << 51)
-            && out.len() % 8 == 0
+            && out.len().is_multiple_of(8)
             && std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512ifma")
         {
@@ -243,12 +303,19 @@ mod simd {
         use std::arch::x86_64::*;
         let zero = _mm512_setzero_si512();
         let mask = _mm512_set1_epi64(((1u64 << 52) - 1) as i64);
-        let (qv, wv, wsv) = (_mm512_set1_epi64(q as i64), _mm512_set1_epi64(w as i64), _mm512_set1_epi64(ws52 as i64));
+        let (qv, wv, wsv) = (
+            _mm512_set1_epi64(q as i64),
+            _mm512_set1_epi64(w as i64),
+            _mm512_set1_epi64(ws52 as i64),
+        );
         for (o, v) in out.chunks_exact_mut(8).zip(x.chunks_exact(8)) {
             // SAFETY: both chunks hold exactly eight words.
             let a = unsafe { _mm512_loadu_si512(v.as_ptr() as *const _) };
             let qhat = _mm512_madd52hi_epu64(zero, a, wsv);
-            let lo = _mm512_sub_epi64(_mm512_madd52lo_epu64(zero, a, wv), _mm512_madd52lo_epu64(zero, qhat, qv));
+            let lo = _mm512_sub_epi64(
+                _mm512_madd52lo_epu64(zero, a, wv),
+                _mm512_madd52lo_epu64(zero, qhat, qv),
+            );
             let r = _mm512_and_si512(lo, mask);
             let r = _mm512_min_epu64(r, _mm512_sub_epi64(r, qv));
             let acc = unsafe { _mm512_loadu_si512(o.as_ptr() as *const _) };
@@ -269,7 +336,9 @@ mod simd {
                 let m = Modulus::new(q);
                 let mut s = q;
                 let mut rand = || {
-                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    s = s
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     (s >> 5) % q
                 };
                 let x: Vec<u64> = (0..256).map(|_| rand()).collect();
@@ -281,9 +350,18 @@ mod simd {
                     f(&mut o);
                     o
                 };
-                assert_eq!(run(&|o| add_mod(o, &x, q)), run(&|o| add_mod_plain(o, &x, q)));
-                assert_eq!(run(&|o| sub_mod(o, &x, q)), run(&|o| sub_mod_plain(o, &x, q)));
-                assert_eq!(run(&|o| mul_add_mod(o, &x, &m, w, ws, ws52)), run(&|o| mul_add_mod_plain(o, &x, &m, w, ws)));
+                assert_eq!(
+                    run(&|o| add_mod(o, &x, q)),
+                    run(&|o| add_mod_plain(o, &x, q))
+                );
+                assert_eq!(
+                    run(&|o| sub_mod(o, &x, q)),
+                    run(&|o| sub_mod_plain(o, &x, q))
+                );
+                assert_eq!(
+                    run(&|o| mul_add_mod(o, &x, &m, w, ws, ws52)),
+                    run(&|o| mul_add_mod_plain(o, &x, &m, w, ws))
+                );
             }
         }
     }

@@ -75,12 +75,13 @@ impl ParametersLiteral {
     ///   The setting of the OpenFHE comparison.
     /// * `n15-l10`: N = 2^15, 10 levels at 2^40, dnum 3; log2(QP) ~ 650.
     /// * `n16-boot`: N = 2^16 for bootstrapping (see `circuits::bootstrap`):
-    ///   q_0 of 50 bits, 10 levels of 40 bits left after bootstrapping, 3 + 8 + 4
+    ///   q_0 of 48 bits, 10 levels of 40 bits left after bootstrapping, 3 + 8 + 4
     ///   levels (40, 60, 56 bits) for SlotsToCoeffs, EvalMod and CoeffsToSlots,
-    ///   dnum 3 with 8 special primes of 60 bits; log2(QP) ~ 1755.
+    ///   dnum 3 with 8 special primes of 60 bits; log2(QP) ~ 1752.
     /// * `insecure-n12`, `insecure-n10`: small, fast and NOT secure; for tests.
-    /// * `insecure-boot-n11`: the bootstrapping chain at N = 2^11 with 2 levels
-    ///   left; NOT secure, for tests.
+    /// * `insecure-boot-n11`: the bootstrapping chain at N = 2^11 with 10 EvalMod
+    ///   primes (room for the arcsine correction), 4 levels left without it
+    ///   and 2 with it; NOT secure, for tests.
     pub fn preset(name: &str) -> Result<Self> {
         let lit = |log_n, q_bits: Vec<u32>, p_bits: Vec<u32>, dnum, insecure| ParametersLiteral {
             name: name.to_string(),
@@ -99,7 +100,7 @@ impl ParametersLiteral {
                 .collect::<Vec<u32>>()
         };
         let boot_chain = |left: usize, stc: usize, eval_mod: usize, cts: usize| {
-            std::iter::once(50)
+            std::iter::once(48)
                 .chain(std::iter::repeat_n(40, left + stc))
                 .chain(std::iter::repeat_n(60, eval_mod))
                 .chain(std::iter::repeat_n(56, cts))
@@ -110,11 +111,11 @@ impl ParametersLiteral {
             "n15-l10" => lit(15, chain(10), vec![50; 4], 3, false),
             "insecure-n12" => lit(12, chain(5), vec![50; 2], 3, true),
             "insecure-n10" => lit(10, chain(3), vec![50; 2], 2, true),
-            // Bootstrapping chains, q_0 first: q_0 ~ 2^50 (message ratio 2^10 at
+            // Bootstrapping chains, q_0 first: q_0 ~ 2^48 (message ratio 2^8 at
             // scale 2^40), the levels left after bootstrapping (40 bits), then
             // SlotsToCoeffs (40), EvalMod (60) and CoeffsToSlots (56) on top.
             "n16-boot" => lit(16, boot_chain(10, 3, 8, 4), vec![60; 8], 3, false),
-            "insecure-boot-n11" => lit(11, boot_chain(2, 2, 8, 3), vec![60; 4], 4, true),
+            "insecure-boot-n11" => lit(11, boot_chain(2, 2, 10, 3), vec![60; 5], 4, true),
             _ => {
                 return Err(CkksError::UnknownPreset(
                     name.to_string(),

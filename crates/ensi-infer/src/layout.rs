@@ -75,8 +75,8 @@ impl ColumnLayout {
         let mut m = Matrix::zeros(self.tokens, self.features);
         for (j, ct) in cts.iter().enumerate() {
             let values = encoder.decode_real(&decryptor.decrypt(ct)?);
-            for r in 0..self.tokens {
-                m.row_mut(r)[j] = values[r];
+            for (r, &v) in values.iter().take(self.tokens).enumerate() {
+                m.row_mut(r)[j] = v;
             }
         }
         Ok(m)

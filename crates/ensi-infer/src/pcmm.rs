@@ -15,9 +15,17 @@ use rayon::prelude::*;
 /// Y = X W^T for the column layout: `columns[c]` holds input feature c;
 /// output column r is sum_c W[r][c] columns[c], with W ternary (the
 /// per-tensor scale is left to the caller).
-pub fn ternary_pcmm_columns(eval: &Evaluator, columns: &[Ciphertext], w: &TernaryMatrix) -> Result<Vec<Ciphertext>> {
+pub fn ternary_pcmm_columns(
+    eval: &Evaluator,
+    columns: &[Ciphertext],
+    w: &TernaryMatrix,
+) -> Result<Vec<Ciphertext>> {
     if w.cols() != columns.len() {
-        return Err(InferError::Shape(format!("weight has {} columns, input has {}", w.cols(), columns.len())));
+        return Err(InferError::Shape(format!(
+            "weight has {} columns, input has {}",
+            w.cols(),
+            columns.len()
+        )));
     }
     // All outputs at once, reading every input column once (see ensi_ckks::lincomb).
     Ok(eval.signed_sums(columns, w.values(), w.rows())?)
@@ -35,13 +43,14 @@ pub fn generic_pcmm_columns(
 ) -> Result<Vec<Ciphertext>> {
     let cols = columns.len();
     if weights.len() != rows * cols || cols == 0 {
-        return Err(InferError::Shape(format!("{} weights for {rows}x{cols}", weights.len())));
+        return Err(InferError::Shape(format!(
+            "{} weights for {rows}x{cols}",
+            weights.len()
+        )));
     }
     let level = columns[0].level();
     // Constants at the scale of the prime the rescale removes: outputs keep the input scale.
     let const_scale = eval.params().q()[level] as f64;
     let sums = eval.linear_combinations(columns, weights, rows, const_scale)?;
-    sums.par_iter()
-        .map(|ct| Ok(eval.rescale(ct)?))
-        .collect()
+    sums.par_iter().map(|ct| Ok(eval.rescale(ct)?)).collect()
 }

@@ -73,8 +73,13 @@ fn ternary_pcmm_matches_plaintext() {
     // The conventional PCMM (plaintext weights, one level) computes the same product times the scale.
     let real: Vec<f64> = wv.iter().map(|&v| v as f64 * w.scale()).collect();
     let out = ensi_infer::pcmm::generic_pcmm_columns(&eval, &cols, &real, d_out).unwrap();
-    assert!(out.iter().all(|c| c.level() == params.max_level() - 1), "one level consumed");
-    let y = ColumnLayout::new(tokens, d_out).decrypt(&out, &encoder, &dec).unwrap();
+    assert!(
+        out.iter().all(|c| c.level() == params.max_level() - 1),
+        "one level consumed"
+    );
+    let y = ColumnLayout::new(tokens, d_out)
+        .decrypt(&out, &encoder, &dec)
+        .unwrap();
     let mut max_err = 0f64;
     for t in 0..tokens {
         for r in 0..d_out {
@@ -82,7 +87,10 @@ fn ternary_pcmm_matches_plaintext() {
             max_err = max_err.max((y.get(t, r) - want).abs());
         }
     }
-    eprintln!("generic PCMM: max error {max_err:.2e} ({:.1} bits)", -max_err.log2());
+    eprintln!(
+        "generic PCMM: max error {max_err:.2e} ({:.1} bits)",
+        -max_err.log2()
+    );
     assert!(-max_err.log2() >= 20.0);
     // Non-ternary weights are refused.
     let bad = TernaryMatrix::new("w", 1, d_in, vec![2; d_in], 1.0);

@@ -173,7 +173,7 @@ impl BasisConverter {
                 let inputs: Vec<&[u64]> = input.iter().map(|x| &x[start..start + len]).collect();
                 match (&self.ifma, use_ifma) {
                     // SAFETY: `ifma::available()` was checked by the caller of the fast path.
-                    (Some(consts), true) if len % 8 == 0 => unsafe {
+                    (Some(consts), true) if len.is_multiple_of(8) => unsafe {
                         ifma::convert_block(consts, &inputs, &mut outs, centered)
                     },
                     _ => self.convert_block_scalar(ring, &inputs, &mut outs, centered),
@@ -343,6 +343,7 @@ mod ifma {
         let len = inputs[0].len();
         let mut y = vec![0u64; k * len];
         let mut overflow = vec![0u64; if centered { len } else { 0 }];
+        #[allow(clippy::needless_range_loop)] // i indexes four parallel tables
         for i in 0..k {
             let q = _mm512_set1_epi64(c.src_q[i] as i64);
             let (w, ws) = c.hat_inv[i];

@@ -30,7 +30,8 @@
 //!    (degree `cosine_degree`, no level for the affine map since the interval is
 //!    `[-1, 1]`), then `r` double-angle steps `c -> 2 c^2 - 1`. Since
 //!    `sin(2 pi y) = 2 pi D m / q_0 + O((D m / q_0)^3)`, the result is the message
-//!    coefficients times `2 pi D / q_0`.
+//!    coefficients times `2 pi D / q_0`. Optionally (`arcsine`, 2 levels) the
+//!    cubic error is corrected with `x + x^3 / 6`.
 //! 6. **SlotsToCoeffs** (`stc_levels` levels): the forward special FFT, factored
 //!    the same way, after recombining the two halves as `re + i im`; the
 //!    factor `q_0 / (2 pi D)` is folded into the recorded scale (free), and the
@@ -58,11 +59,17 @@
 //!
 //! The input slots must satisfy `|z_j| <= 1` and the input scale `D` must leave
 //! `q_0 / D >= 2^min_log_message_ratio` (default `2^8`; the `n16-boot` preset
-//! has `q_0 ~ 2^50`, so `D = 2^40` gives `2^10`): the sine is then within
-//! `(2 pi D m / q_0)^3 / 6` of the identity. [`Bootstrapper::fit_range`] lets a
-//! caller with `|z_j| <= B` scale into the interval for free by recording
-//! the scale as `B D` (the slots then read `z / B`, and the output holds
-//! `z / B`); inputs whose scale is too large are refused with a typed error.
+//! has `q_0 ~ 2^48`, so `D = 2^40` gives `2^8`): what matters is the size of
+//! the integers `D z` against `q_0`. [`Bootstrapper::fit_range`] lets a caller
+//! with `|z_j| <= B` scale into the interval (free when the recorded scale can
+//! absorb `B`, otherwise one level); the slots then read `z / B`, and so does
+//! the output. Inputs whose scale is too large are refused with a typed error.
+//!
+//! The sine's error is cubic in the message coefficients `u`: about
+//! `(2 pi D |u| / q_0)^2 / 6` relative. With full slots `|u| ~ 1/sqrt(3n)` is tiny
+//! and the noise of EvalMod (amplified by `q_0 / 2 pi D` and by `sqrt(n)` in
+//! SlotsToCoeffs) dominates; with few slots `|u| ~ |z|` and the cubic term
+//! dominates: use the `arcsine` correction, or a smaller input scale `D`.
 //!
 //! # Sparse-secret encapsulation: security
 //!
@@ -129,6 +136,12 @@ pub struct BootstrapConfig {
     pub eval_mod_log_scale: u32,
     /// Smallest accepted log2(q_0 / input scale).
     pub min_log_message_ratio: f64,
+    /// Corrects the sine's cubic error with `x + x^3 / 6` (arcsine to third
+    /// order; 2 more levels, which the chain must provide at EvalMod's prime
+    /// size, as `insecure-boot-n11` does). Worth it for few slots, whose
+    /// coefficients are large (`|u| ~ |z|` for one slot), not for full slots
+    /// (`|u| ~ 2^-8`).
+    pub arcsine: bool,
 }
 
 impl BootstrapConfig {
@@ -148,6 +161,7 @@ impl BootstrapConfig {
             cosine_degree: 63,
             eval_mod_log_scale: 60,
             min_log_message_ratio: 8.0,
+            arcsine: false,
         }
     }
 
@@ -157,10 +171,18 @@ impl BootstrapConfig {
         self
     }
 
-    /// Levels EvalMod consumes: `ceil(log2(degree + 1)) + r`.
+    /// The same with the arcsine correction on or off.
+    pub fn with_arcsine(mut self, on: bool) -> Self {
+        self.arcsine = on;
+        self
+    }
+
+    /// Levels EvalMod consumes: `ceil(log2(degree + 1)) + r` (+ 2 with the arcsine correction).
     pub fn eval_mod_depth(&self) -> usize {
         let d = self.cosine_degree + 1;
-        (usize::BITS - (d - 1).leading_zeros()) as usize + self.double_angle
+        (usize::BITS - (d - 1).leading_zeros()) as usize
+            + self.double_angle
+            + if self.arcsine { 2 } else { 0 }
     }
 
     /// Levels one bootstrap consumes from the top of the chain.
@@ -170,16 +192,13 @@ impl BootstrapConfig {
 
     /// The level of the refreshed ciphertext.
     pub fn output_level(&self, params: &Parameters) -> Result<usize> {
-        params
-            .max_level()
-            .checked_sub(self.depth())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "bootstrapping needs {} levels above level 0, the chain has {}",
-                    self.depth(),
-                    params.max_level()
-                ))
-            })
+        params.max_level().checked_sub(self.depth()).ok_or_else(|| {
+            invalid(format!(
+                "bootstrapping needs {} levels above level 0, the chain has {}",
+                self.depth(),
+                params.max_level()
+            ))
+        })
     }
 
     fn validate(&self, params: &Parameters) -> Result<()> {
@@ -203,7 +222,9 @@ impl BootstrapConfig {
             )));
         }
         if self.cosine_degree == 0 || self.double_angle > 8 {
-            return Err(invalid("EvalMod needs degree >= 1 and at most 8 double angles".into()));
+            return Err(invalid(
+                "EvalMod needs degree >= 1 and at most 8 double angles".into(),
+            ));
         }
         if !(20..=61).contains(&self.eval_mod_log_scale) {
             return Err(invalid(format!(
@@ -242,8 +263,8 @@ pub fn irwin_hall_cdf(h: usize, x: f64) -> f64 {
     let mut s = 0.0;
     let mut k = 0usize;
     while (k as f64) < x && k <= h {
-        let ln_term = ln_fact(h) - ln_fact(k) - ln_fact(h - k) + h as f64 * (x - k as f64).ln()
-            - ln_fact(h);
+        let ln_term =
+            ln_fact(h) - ln_fact(k) - ln_fact(h - k) + h as f64 * (x - k as f64).ln() - ln_fact(h);
         let term = ln_term.exp();
         s += if k % 2 == 0 { term } else { -term };
         k += 1;
@@ -355,11 +376,11 @@ impl Bootstrapper {
         for key in [&keys.to_sparse, &keys.to_dense] {
             if key.b.is_empty()
                 || key.b.len() != key.a.len()
-                || key
-                    .b
-                    .iter()
-                    .chain(&key.a)
-                    .any(|p| p.q_limbs() != params.q_count() || p.p_limbs() != params.p_count() || p.as_words().len() != p.limbs() * n)
+                || key.b.iter().chain(&key.a).any(|p| {
+                    p.q_limbs() != params.q_count()
+                        || p.p_limbs() != params.p_count()
+                        || p.as_words().len() != p.limbs() * n
+                })
             {
                 return Err(CkksError::ParametersMismatch);
             }
@@ -420,16 +441,22 @@ impl Bootstrapper {
         self.params.q()[0] as f64 / self.config.min_log_message_ratio.exp2()
     }
 
-    /// Scales a ciphertext whose slots satisfy `|z_j| <= bound` into the input
-    /// range, for free: the recorded scale is multiplied by `bound`, so the same
-    /// ciphertext now reads `z / bound` (and so will the bootstrapped output).
+    /// Brings a ciphertext whose slots satisfy `|z_j| <= bound` into the input
+    /// range; afterwards it reads `z / bound` (and so does the bootstrapped output).
+    ///
+    /// Free when `bound * scale` is at most [`Self::max_input_scale`]: only the
+    /// recorded scale changes (the integers `scale z` are the same). Otherwise
+    /// the slots are multiplied by `1 / bound` at the cost of one level.
     pub fn fit_range(&self, ct: &Ciphertext, bound: f64) -> Result<Ciphertext> {
         if !(bound.is_finite() && bound > 0.0) {
             return Err(invalid(format!("range bound {bound}")));
         }
-        let mut out = ct.clone();
-        out.scale *= bound;
-        Ok(out)
+        if ct.scale() * bound <= self.max_input_scale() {
+            let mut out = ct.clone();
+            out.scale *= bound;
+            return Ok(out);
+        }
+        self.eval.mul_const(ct, Complex64::new(1.0 / bound, 0.0))
     }
 
     /// Refreshes `ct` (slots `|z_j| <= 1`, scale at most [`Self::max_input_scale`],
@@ -540,6 +567,14 @@ impl Bootstrapper {
             let sq = eval.mul_rescale(&c, &c)?;
             c = eval.add_const(&eval.mul_int(&sq, 2)?, Complex64::new(-1.0, 0.0))?;
         }
+        if self.config.arcsine {
+            // x + x^3/6 = (9/8) T_1 + (1/24) T_3 on [-1, 1] (an identity, no
+            // approximation); its 2 levels must be EvalMod-sized primes.
+            let p = ChebyshevPoly::new(-1.0, 1.0, vec![0.0, 9.0 / 8.0, 0.0, 1.0 / 24.0])?;
+            c = PolynomialEvaluator::new(eval)
+                .evaluate_to_scale(&c, &p, c.scale())?
+                .0;
+        }
         Ok(c)
     }
 }
@@ -568,6 +603,7 @@ mod tests {
             cosine_degree: 63,
             eval_mod_log_scale: 60,
             min_log_message_ratio: 8.0,
+            arcsine: false,
         };
         assert_eq!(cfg.failure_probability(), 0.0);
         cfg.eval_mod_interval = 12.5;

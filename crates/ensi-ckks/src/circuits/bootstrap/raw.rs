@@ -7,7 +7,7 @@
 
 use crate::ciphertext::Ciphertext;
 use crate::error::{CkksError, Result};
-use crate::keys::{expand_switching_a, SecretKey, SwitchingKey};
+use crate::keys::{expand_switching_a, SwitchingKey};
 use crate::keyswitch::key_switch;
 use crate::params::Parameters;
 use crate::ring::RnsPoly;
@@ -46,11 +46,6 @@ pub(crate) fn secret_poly(params: &Parameters, coeffs: &[i64]) -> RnsPoly {
     let mut poly = ring.from_signed(coeffs, ring.q_count(), ring.p_count());
     ring.ntt(&mut poly);
     poly
-}
-
-/// The coefficients of a secret key as i64.
-pub(crate) fn secret_coeffs(sk: &SecretKey) -> Vec<i64> {
-    sk.coeffs.iter().map(|&c| c as i64).collect()
 }
 
 /// A hybrid switching key from `s_from` to `s_to` (both NTT form over all of
