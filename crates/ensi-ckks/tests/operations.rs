@@ -72,7 +72,12 @@ fn additive_operations() {
         22.0,
     );
     let minus_k: Vec<_> = a.iter().map(|x| x - k).collect();
-    assert_precision("sub_const", &c.decrypt(&e.sub_const(&ca, k).unwrap()), &minus_k, 22.0);
+    assert_precision(
+        "sub_const",
+        &c.decrypt(&e.sub_const(&ca, k).unwrap()),
+        &minus_k,
+        22.0,
+    );
     let times3: Vec<_> = a.iter().map(|x| x * 3.0).collect();
     assert_precision(
         "mul_int",
@@ -263,10 +268,14 @@ fn batched_linear_combinations_match_the_plain_evaluator() {
     let mut c = ctx();
     let cols = 5;
     let rows = 4;
-    let inputs: Vec<Vec<Complex64>> = (0..cols).map(|i| random_values(c.slots(), 30 + i as u64)).collect();
+    let inputs: Vec<Vec<Complex64>> = (0..cols)
+        .map(|i| random_values(c.slots(), 30 + i as u64))
+        .collect();
     let cts: Vec<Ciphertext> = inputs.iter().map(|v| c.encrypt(v)).collect();
     let e = &c.eval;
-    let signs: Vec<i8> = vec![1, -1, 0, 1, 1, 0, 0, 0, 0, 0, -1, -1, 1, 0, 1, 1, 1, 1, -1, 1];
+    let signs: Vec<i8> = vec![
+        1, -1, 0, 1, 1, 0, 0, 0, 0, 0, -1, -1, 1, 0, 1, 1, 1, 1, -1, 1,
+    ];
     let sums = e.signed_sums(&cts, &signs, rows).unwrap();
     let weights: Vec<f64> = (0..rows * cols).map(|i| (i as f64 * 0.37).sin()).collect();
     let q_top = c.params.q()[c.params.max_level()] as f64;
@@ -277,7 +286,9 @@ fn batched_linear_combinations_match_the_plain_evaluator() {
         let mut want = vec![Complex64::new(0.0, 0.0); c.slots()];
         for col in 0..cols {
             let w = signs[r * cols + col];
-            want.iter_mut().zip(&inputs[col]).for_each(|(a, x)| *a += *x * w as f64);
+            want.iter_mut()
+                .zip(&inputs[col])
+                .for_each(|(a, x)| *a += *x * w as f64);
             let term = match w {
                 1 => cts[col].clone(),
                 -1 => e.neg(&cts[col]).unwrap(),
@@ -289,25 +300,46 @@ fn batched_linear_combinations_match_the_plain_evaluator() {
             });
         }
         match reference {
-            Some(reference) => assert_eq!(sums[r], reference, "row {r}: signed sums differ from the plain evaluator"),
+            Some(reference) => assert_eq!(
+                sums[r], reference,
+                "row {r}: signed sums differ from the plain evaluator"
+            ),
             None => assert!(c.decrypt(&sums[r]).iter().all(|x| x.norm() < 1e-6)),
         }
-        assert_precision(&format!("signed_sums row {r}"), &c.decrypt(&sums[r]), &want, 21.0);
+        assert_precision(
+            &format!("signed_sums row {r}"),
+            &c.decrypt(&sums[r]),
+            &want,
+            21.0,
+        );
 
         let mut reference: Option<Ciphertext> = None;
         let mut want = vec![Complex64::new(0.0, 0.0); c.slots()];
         for col in 0..cols {
             let w = weights[r * cols + col];
-            want.iter_mut().zip(&inputs[col]).for_each(|(a, x)| *a += *x * w);
-            let term = e.mul_const_scaled(&cts[col], Complex64::new(w, 0.0), q_top).unwrap();
+            want.iter_mut()
+                .zip(&inputs[col])
+                .for_each(|(a, x)| *a += *x * w);
+            let term = e
+                .mul_const_scaled(&cts[col], Complex64::new(w, 0.0), q_top)
+                .unwrap();
             reference = Some(match reference {
                 Some(acc) => e.add(&acc, &term).unwrap(),
                 None => term,
             });
         }
-        assert_eq!(combos[r], reference.unwrap(), "row {r}: linear combinations differ from the plain evaluator");
+        assert_eq!(
+            combos[r],
+            reference.unwrap(),
+            "row {r}: linear combinations differ from the plain evaluator"
+        );
         let out = e.rescale(&combos[r]).unwrap();
-        assert_precision(&format!("linear_combinations row {r}"), &c.decrypt(&out), &want, 20.0);
+        assert_precision(
+            &format!("linear_combinations row {r}"),
+            &c.decrypt(&out),
+            &want,
+            20.0,
+        );
     }
     assert!(e.signed_sums(&cts, &[2; 20], rows).is_err());
     assert!(e.signed_sums(&cts, &signs[..19], rows).is_err());

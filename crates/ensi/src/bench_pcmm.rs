@@ -4,7 +4,7 @@
 
 use crate::bench::{time_ms, OpResult};
 use crate::CliResult;
-use ensi_ckks::{EvaluationKeys, Encoder, Encryptor, Evaluator, KeyGenerator, ParametersLiteral};
+use ensi_ckks::{Encoder, Encryptor, EvaluationKeys, Evaluator, KeyGenerator, ParametersLiteral};
 use ensi_infer::layout::ColumnLayout;
 use ensi_infer::pcmm::{generic_pcmm_columns, ternary_pcmm_columns};
 use ensi_model::{Matrix, TernaryMatrix};
@@ -50,25 +50,47 @@ pub fn run(a: PcmmArgs) -> CliResult {
     let eval = Evaluator::new(&params, Arc::new(EvaluationKeys::default()));
     let mut s = 1u64;
     let mut next = || {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         s >> 33
     };
     let x = Matrix::from_vec(
         a.tokens,
         a.d_in,
-        (0..a.tokens * a.d_in).map(|_| (next() % 2001) as f64 / 1000.0 - 1.0).collect(),
+        (0..a.tokens * a.d_in)
+            .map(|_| (next() % 2001) as f64 / 1000.0 - 1.0)
+            .collect(),
     );
-    let values: Vec<i8> = (0..a.d_out * a.d_in).map(|_| (next() % 3) as i8 - 1).collect();
+    let values: Vec<i8> = (0..a.d_out * a.d_in)
+        .map(|_| (next() % 3) as i8 - 1)
+        .collect();
     let w = TernaryMatrix::new("w", a.d_out, a.d_in, values.clone(), 0.05)?;
     let real: Vec<f64> = values.iter().map(|&v| v as f64 * w.scale()).collect();
     let level = params.max_level();
-    let cols = ColumnLayout::new(a.tokens, a.d_in).encrypt(&x, &encoder, &mut enc, level, params.default_scale())?;
+    let cols = ColumnLayout::new(a.tokens, a.d_in).encrypt(
+        &x,
+        &encoder,
+        &mut enc,
+        level,
+        params.default_scale(),
+    )?;
 
     let mut ops = BTreeMap::new();
-    let ternary = time_ms(a.runs, || drop(ternary_pcmm_columns(&eval, &cols, &w).unwrap()));
-    eprintln!("  ternary (additions only)   {:>10.1} ms", ternary.median_ms);
-    let generic = time_ms(a.runs, || drop(generic_pcmm_columns(&eval, &cols, &real, a.d_out).unwrap()));
-    eprintln!("  generic (plaintext mults)  {:>10.1} ms", generic.median_ms);
+    let ternary = time_ms(a.runs, || {
+        drop(ternary_pcmm_columns(&eval, &cols, &w).unwrap())
+    });
+    eprintln!(
+        "  ternary (additions only)   {:>10.1} ms",
+        ternary.median_ms
+    );
+    let generic = time_ms(a.runs, || {
+        drop(generic_pcmm_columns(&eval, &cols, &real, a.d_out).unwrap())
+    });
+    eprintln!(
+        "  generic (plaintext mults)  {:>10.1} ms",
+        generic.median_ms
+    );
     let ratio = generic.median_ms / ternary.median_ms;
     eprintln!("  pcmm_generic_over_ternary  {ratio:>10.2}");
     ops.insert("ternary_pcmm", ternary);
