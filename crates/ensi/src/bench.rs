@@ -181,7 +181,10 @@ pub(crate) fn time_ms(runs: usize, mut f: impl FnMut()) -> OpResult {
 
 fn bench_ckks(args: &BenchArgs) -> CliResult {
     let params = ParametersLiteral::preset(&args.preset)?.build()?;
-    let rounds = args.rounds.unwrap_or(if args.baseline.is_some() { 3 } else { 1 }).max(1);
+    let rounds = args
+        .rounds
+        .unwrap_or(if args.baseline.is_some() { 3 } else { 1 })
+        .max(1);
     eprintln!(
         "preset {}: {:?}, {} thread(s), {} runs per op, {} round(s)",
         args.preset, params, args.threads, args.runs, rounds
@@ -206,7 +209,13 @@ fn bench_ckks(args: &BenchArgs) -> CliResult {
         .keys()
         .map(|&k| {
             let m = median(ours_rounds.iter().map(|r| r[k].median_ms).collect());
-            (k, OpResult { median_ms: m, runs: args.runs * rounds })
+            (
+                k,
+                OpResult {
+                    median_ms: m,
+                    runs: args.runs * rounds,
+                },
+            )
         })
         .collect();
     let baseline = theirs_rounds.first().map(|first| BaselineReport {
@@ -217,7 +226,13 @@ fn bench_ckks(args: &BenchArgs) -> CliResult {
             .keys()
             .map(|k| {
                 let m = median(theirs_rounds.iter().map(|r| r.ops[k].median_ms).collect());
-                (k.clone(), OpResult { median_ms: m, runs: args.runs * rounds })
+                (
+                    k.clone(),
+                    OpResult {
+                        median_ms: m,
+                        runs: args.runs * rounds,
+                    },
+                )
             })
             .collect(),
     });
@@ -225,19 +240,31 @@ fn bench_ckks(args: &BenchArgs) -> CliResult {
     for (ours, theirs) in ours_rounds.iter().zip(&theirs_rounds) {
         for (name, o) in ours {
             if let Some(t) = theirs.ops.get(*name) {
-                ratio_rounds.entry(name).or_default().push(o.median_ms / t.median_ms);
+                ratio_rounds
+                    .entry(name)
+                    .or_default()
+                    .push(o.median_ms / t.median_ms);
             }
         }
     }
     let scale = params.default_scale();
     let mut ratios = BTreeMap::new();
     if let Some(b) = &baseline {
-        eprintln!("\n{:<20} {:>12} {:>12} {:>8}  {}", "op", "ensi ms", "openfhe ms", "ratio", "per round");
+        eprintln!(
+            "\n{:<20} {:>12} {:>12} {:>8}  {}",
+            "op", "ensi ms", "openfhe ms", "ratio", "per round"
+        );
         for (name, ours) in &ops {
             if let (Some(theirs), Some(rs)) = (b.ops.get(*name), ratio_rounds.get(name)) {
                 let r = median(rs.clone());
                 let per: Vec<String> = rs.iter().map(|x| format!("{x:.3}")).collect();
-                eprintln!("{name:<20} {:>12.2} {:>12.2} {:>8.3}  [{}]", ours.median_ms, theirs.median_ms, r, per.join(", "));
+                eprintln!(
+                    "{name:<20} {:>12.2} {:>12.2} {:>8.3}  [{}]",
+                    ours.median_ms,
+                    theirs.median_ms,
+                    r,
+                    per.join(", ")
+                );
                 ratios.insert(*name, r);
             }
         }
@@ -266,7 +293,10 @@ fn bench_ckks(args: &BenchArgs) -> CliResult {
 }
 
 /// One round of our own measurements (keys generated afresh).
-fn measure_ckks(args: &BenchArgs, params: &Parameters) -> std::result::Result<BTreeMap<&'static str, OpResult>, Box<dyn std::error::Error>> {
+fn measure_ckks(
+    args: &BenchArgs,
+    params: &Parameters,
+) -> std::result::Result<BTreeMap<&'static str, OpResult>, Box<dyn std::error::Error>> {
     let params = params.clone();
     let runs = args.runs;
     let mut ops = BTreeMap::new();
@@ -406,27 +436,47 @@ fn peak_rss_bytes() -> u64 {
 fn bench_bootstrap(args: &BenchArgs) -> CliResult {
     use ensi_ckks::circuits::bootstrap::{BootstrapConfig, BootstrapKeys, Bootstrapper};
     use ensi_ckks::circuits::{ChebyshevPoly, LinearTransform, PolynomialEvaluator};
-    let preset = if args.preset == "n16-l20" { "n16-boot" } else { args.preset.as_str() };
+    let preset = if args.preset == "n16-l20" {
+        "n16-boot"
+    } else {
+        args.preset.as_str()
+    };
     let params = ParametersLiteral::preset(preset)?.build()?;
     let config = BootstrapConfig::for_params(&params);
     let log_slots = config.log_slots;
     let slots = 1usize << log_slots;
-    eprintln!("preset {preset}: {params:?}, {} thread(s), {slots} slots", args.threads);
+    eprintln!(
+        "preset {preset}: {params:?}, {} thread(s), {slots} slots",
+        args.threads
+    );
     let lt_log = 12.min(log_slots);
     let lt_n = 1usize << lt_log;
     // A dense 2^12 x 2^12 matrix (sparse slots 2^12) and its rotations.
     let matrix: Vec<Vec<Complex64>> = (0..lt_n)
         .map(|i| {
             (0..lt_n)
-                .map(|j| Complex64::new((((i * 31 + j * 17) % 97) as f64 / 97.0 - 0.5) / lt_n as f64, 0.0))
+                .map(|j| {
+                    Complex64::new(
+                        (((i * 31 + j * 17) % 97) as f64 / 97.0 - 0.5) / lt_n as f64,
+                        0.0,
+                    )
+                })
                 .collect()
         })
         .collect();
     let lt = LinearTransform::from_dense(&matrix)?;
+    // At N >= 2^15 the transform's ~126 rotation keys (~100 MB each) and its
+    // 4096 encoded diagonals do not fit beside the bootstrapping keys: skipped there.
+    let with_lt = params.log_n() < 15;
+    let lt_steps = if with_lt {
+        lt.rotation_steps()
+    } else {
+        Vec::new()
+    };
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.gen_secret_key();
     let t = Instant::now();
-    let keys = BootstrapKeys::generate(&params, &config, &sk, &lt.rotation_steps())?;
+    let keys = BootstrapKeys::generate(&params, &config, &sk, &lt_steps)?;
     let keygen_s = t.elapsed().as_secs_f64();
     let eval_key_bytes = keys.byte_size();
     eprintln!(
@@ -466,6 +516,7 @@ fn bench_bootstrap(args: &BenchArgs) -> CliResult {
         .zip(&values)
         .map(|(a, b)| -(a - b).norm().max(1e-300).log2())
         .collect();
+    let peak_rss = peak_rss_bytes();
     let precision_bits_mean = bits.iter().sum::<f64>() / bits.len() as f64;
     let precision_bits_min = bits.iter().cloned().fold(f64::INFINITY, f64::min);
     eprintln!(
@@ -489,21 +540,28 @@ fn bench_bootstrap(args: &BenchArgs) -> CliResult {
         }),
     );
     // One dense linear transform of dimension 2^12 on 2^12 slots.
-    let small = enc.encrypt(&encoder.encode(
-        &values[..lt_n],
-        bt.output_level(),
-        params.default_scale(),
-        lt_log,
-    )?)?;
-    let encoded = lt.encode(&encoder, small.level(), small.scale(), params.default_scale())?;
-    ops.insert(
-        format!("lintrans_dense_{lt_n}"),
-        time_ms(args.runs, || {
-            if let Err(e) = encoded.evaluate(eval, &small) {
-                err = Some(e);
-            }
-        }),
-    );
+    if with_lt {
+        let small = enc.encrypt(&encoder.encode(
+            &values[..lt_n],
+            bt.output_level(),
+            params.default_scale(),
+            lt_log,
+        )?)?;
+        let encoded = lt.encode(
+            &encoder,
+            small.level(),
+            small.scale(),
+            params.default_scale(),
+        )?;
+        ops.insert(
+            format!("lintrans_dense_{lt_n}"),
+            time_ms(args.runs, || {
+                if let Err(e) = encoded.evaluate(eval, &small) {
+                    err = Some(e);
+                }
+            }),
+        );
+    }
     if let Some(e) = err {
         return Err(e.into());
     }
@@ -524,10 +582,13 @@ fn bench_bootstrap(args: &BenchArgs) -> CliResult {
         levels_after: out.level(),
         log_scale_after: out.scale().log2(),
         eval_key_bytes,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: peak_rss,
         ops,
     };
-    eprintln!("peak RSS {:.2} GiB", report.peak_rss_bytes as f64 / 2f64.powi(30));
+    eprintln!(
+        "peak RSS (keygen + bootstrap) {:.2} GiB",
+        report.peak_rss_bytes as f64 / 2f64.powi(30)
+    );
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         eprintln!("wrote {}", path.display());
