@@ -77,16 +77,15 @@
 //! counted in the parameter set's `log2(QP)` (checked against the 128-bit
 //! bound at build time). The ephemeral sparse secret `s'` (weight `h`) appears
 //! in exactly two published objects:
-//! * the key `s -> s'`, an RLWE sample **under `s'`** whose components are
-//!   nonzero modulo `q_0` and the special primes `P` only (every other limb is
-//!   zero): a sparse-secret RLWE instance of dimension `N` and modulus `q_0 P`
-//!   (about 2^530 for `n16-boot`, against the dense-secret bound 2^1772 at
-//!   N = 2^16). This is the Bossuat-Troncoso-Pastoriza-Hubaux argument
-//!   (ACNS 2022), also used by Lattigo: a small modulus compensates for the
-//!   sparse secret. Its concrete hardness against hybrid and sparse-secret
-//!   attacks at `h = 32` has not been re-estimated here with the lattice
-//!   estimator; doing so, or shrinking the modulus of this key to `q_0 p_0`
-//!   (one special prime), is the open item before production use.
+//! * the key `s -> s'`, an RLWE sample **under `s'`** over the two primes
+//!   `q_0` and `p_0` only: a sparse-secret RLWE instance of dimension `N` and
+//!   modulus `q_0 p_0` (about 2^108 for `n16-boot`; 128-bit security for a
+//!   dense secret at N = 2^16 allows 2^1772, and at N = 2^12 already 2^109).
+//!   This is the Bossuat-Troncoso-Pastoriza-Hubaux argument (ACNS 2022), also
+//!   Lattigo's: the tiny modulus compensates for the sparse secret, whose
+//!   weight h = 32 still leaves C(2^16, 32) 2^32 > 2^400 candidates. A run of
+//!   the lattice estimator for these exact figures (hybrid and sparse-secret
+//!   attacks) has not been done here and should be recorded before production use.
 //! * the key `s' -> s`, an ordinary RLWE sample under the dense `s` with `s'` in
 //!   the message, exactly like a rotation key.
 //!
@@ -303,8 +302,7 @@ impl BootstrapKeys {
         let mut sampler = Sampler::from_os();
         let sparse = raw::sparse_ternary(params.n(), config.sparse_weight);
         let s_sparse = raw::secret_poly(params, &sparse);
-        let to_sparse =
-            raw::gen_switching_key_between(params, &mut sampler, &s_sparse, &sk.poly, 1);
+        let to_sparse = raw::gen_encapsulation_key(params, &mut sampler, &sparse, sk)?;
         let to_dense = raw::gen_switching_key_between(
             params,
             &mut sampler,
@@ -373,7 +371,17 @@ impl Bootstrapper {
     pub fn new(params: &Parameters, config: BootstrapConfig, keys: BootstrapKeys) -> Result<Self> {
         config.validate(params)?;
         let n = params.n();
-        for key in [&keys.to_sparse, &keys.to_dense] {
+        let two_primes = |p: &crate::ring::RnsPoly| {
+            p.q_limbs() == 1 && p.p_limbs() == 1 && p.as_words().len() == 2 * n
+        };
+        if keys.to_sparse.b.len() != 1
+            || keys.to_sparse.a.len() != 1
+            || !two_primes(&keys.to_sparse.b[0])
+            || !two_primes(&keys.to_sparse.a[0])
+        {
+            return Err(CkksError::ParametersMismatch);
+        }
+        for key in [&keys.to_dense] {
             if key.b.is_empty()
                 || key.b.len() != key.a.len()
                 || key.b.iter().chain(&key.a).any(|p| {
@@ -514,7 +522,7 @@ impl Bootstrapper {
         }
         // 1-2: dense -> sparse at level 0, ModRaise, sparse -> dense at the top.
         let ct = eval.drop_to_level(ct, 0)?;
-        let ct = raw::switch_secret(&self.params, &ct, &self.to_sparse)?;
+        let ct = raw::switch_level0(&self.params, &ct, &self.to_sparse)?;
         let ct = raw::mod_raise(&self.params, &ct)?;
         let mut ct = raw::switch_secret(&self.params, &ct, &self.to_dense)?;
         // 3: trace onto the subring of n slots.

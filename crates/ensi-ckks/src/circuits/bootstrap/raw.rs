@@ -109,6 +109,112 @@ pub(crate) fn gen_switching_key_between(
     }
 }
 
+/// The encapsulation key from the dense `s` to the sparse `s'`, over the two
+/// primes q_0 and p_0 only: `b = -a s' + e + p_0 s` (p_0 times s on q_0, 0 on p_0).
+///
+/// Keeping this key at the smallest modulus that still switches a level-0
+/// ciphertext (q_0 p_0, about 2^108 for `n16-boot`) is what makes publishing an
+/// RLWE sample under a sparse secret safe (Bossuat et al., ACNS 2022).
+pub(crate) fn gen_encapsulation_key(
+    params: &Parameters,
+    sampler: &mut Sampler,
+    s_sparse: &[i64],
+    sk: &crate::keys::SecretKey,
+) -> Result<SwitchingKey> {
+    let ring = params.ring();
+    let (q0, p0) = (ring.q()[0].value(), ring.p()[0].value());
+    if p0 <= q0 {
+        return Err(CkksError::InvalidParameters(format!(
+            "sparse-secret encapsulation needs p_0 > q_0 (p_0 = 2^{:.1}, q_0 = 2^{:.1})",
+            (p0 as f64).log2(),
+            (q0 as f64).log2()
+        )));
+    }
+    let mut s_to = ring.from_signed(s_sparse, 1, 1);
+    ring.ntt(&mut s_to);
+    let dense: Vec<i64> = sk.coeffs.iter().map(|&c| c as i64).collect();
+    let mut s_from = ring.from_signed(&dense, 1, 0);
+    ring.ntt(&mut s_from);
+    let seed = sampler.seed();
+    let a = Sampler::from_seed(seed, 0).uniform_poly(ring, 1, 1);
+    let mut b = ring.from_signed(&sampler.gaussian(ring.n()), 1, 1);
+    ring.ntt(&mut b);
+    let mut t = a.clone();
+    ring.mul_assign(&mut t, &s_to);
+    ring.sub_assign(&mut b, &t);
+    let m = &ring.q()[0];
+    let w = m.reduce(p0);
+    let ws = m.shoup(w);
+    let src = s_from.limb(0).to_vec();
+    for (x, &sv) in b.limb_mut(0).iter_mut().zip(&src) {
+        *x = m.add(*x, m.mul_shoup(sv, w, ws));
+    }
+    Ok(SwitchingKey {
+        b: vec![b],
+        a: vec![a],
+        seed,
+    })
+}
+
+/// Switches a level-0 ciphertext with an encapsulation key (two primes, q_0
+/// and p_0): ModUp of c_1 to p_0 (exact: its centered residue), the product
+/// with the key, and ModDown by p_0.
+pub(crate) fn switch_level0(
+    params: &Parameters,
+    ct: &Ciphertext,
+    key: &SwitchingKey,
+) -> Result<Ciphertext> {
+    let ring = params.ring();
+    let n = ring.n();
+    if ct.level() != 0
+        || key.b.len() != 1
+        || key.a.len() != 1
+        || key.b[0].limbs() != 2
+        || key.a[0].limbs() != 2
+    {
+        return Err(CkksError::InvalidParameters(
+            "the encapsulation switch takes a level-0 ciphertext and a two-prime key".into(),
+        ));
+    }
+    let (mq, mp) = (&ring.q()[0], &ring.p()[0]);
+    // c_1 over {q_0, p_0}: its centered coefficients lifted to p_0.
+    let mut coeff = ct.c1.limb(0).to_vec();
+    ring.plan(1, 0).inverse(&mut coeff);
+    let mut d = ring.zero(1, 1, true);
+    d.limb_mut(0).copy_from_slice(ct.c1.limb(0));
+    for (x, &v) in d.limb_mut(1).iter_mut().zip(&coeff) {
+        *x = mp.reduce_i64(mq.center(v));
+    }
+    ring.plan(1, 1).forward(d.limb_mut(1));
+    let acc0 = ring.mul(&d, &key.b[0]);
+    let acc1 = ring.mul(&d, &key.a[0]);
+    // (acc - [acc]_{p_0}) / p_0 modulo q_0, with [acc]_{p_0} centered.
+    let p_inv = mq.inv(mq.reduce(mp.value()));
+    let mod_down = |acc: &RnsPoly| -> RnsPoly {
+        let mut r = acc.limb(1).to_vec();
+        ring.plan(1, 1).inverse(&mut r);
+        let mut out = ring.zero(1, 0, true);
+        for (t, &v) in out.limb_mut(0).iter_mut().zip(&r) {
+            *t = mq.reduce_i64(mp.center(v));
+        }
+        ring.plan(1, 0).forward(out.limb_mut(0));
+        for (t, &a) in out.limb_mut(0).iter_mut().zip(acc.limb(0)) {
+            *t = mq.mul(mq.sub(a, *t), p_inv);
+        }
+        debug_assert_eq!(out.as_words().len(), n);
+        out
+    };
+    let (u0, u1) = (mod_down(&acc0), mod_down(&acc1));
+    let mut c0 = ct.c0.clone();
+    ring.add_assign(&mut c0, &u0);
+    Ok(Ciphertext {
+        c0,
+        c1: u1,
+        scale: ct.scale,
+        log_slots: ct.log_slots,
+    })
+}
+
 /// Switches `ct` from the key's source secret to its target secret:
 /// `(c0 + u0, u1)` with `u0 + u1 s_to ~ c1 s_from`. Level and scale are kept.
 pub(crate) fn switch_secret(
