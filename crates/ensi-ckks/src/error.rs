@@ -35,6 +35,9 @@ pub enum CkksError {
     /// A slot count that is not a power of two, or above N/2.
     #[error("invalid slot count 2^{0}")]
     InvalidSlots(u32),
+    /// A key was truncated below the level it is needed at.
+    #[error("the key only reaches level {key_level}, the ciphertext is at level {level}")]
+    KeyLevelTooLow { key_level: usize, level: usize },
     /// The evaluator has no relinearization key.
     #[error("no relinearization key was provided")]
     MissingRelinKey,

@@ -403,9 +403,21 @@ impl Evaluator {
             .ok_or(CkksError::MissingRelinKey)
     }
 
+    /// A (possibly truncated) key must reach the ciphertext's level with enough digits.
+    fn check_key(&self, key: &SwitchingKey, level: usize) -> Result<()> {
+        if key.level() < level || key.b.len() < self.params.digits_at(level) {
+            return Err(CkksError::KeyLevelTooLow {
+                key_level: key.level(),
+                level,
+            });
+        }
+        Ok(())
+    }
+
     /// Switches d2 s^2 back to a ciphertext under s.
     pub fn relinearize(&self, t: &CiphertextTensor) -> Result<Ciphertext> {
         let key = self.relin_key()?;
+        self.check_key(key, t.d2.q_limbs() - 1)?;
         let (mut u0, mut u1) = key_switch(&self.params, &t.d2, key);
         let ring = self.params.ring();
         ring.add_assign(&mut u0, &t.d0);
@@ -517,6 +529,7 @@ impl Evaluator {
     pub fn apply_galois(&self, ct: &Ciphertext, k: u64) -> Result<Ciphertext> {
         self.check(ct)?;
         let key = self.galois_key(k)?;
+        self.check_key(key, ct.level())?;
         let ring = self.params.ring();
         let map = ring.automorphism_ntt_map(k);
         let c1 = ring.automorphism_ntt_with_map(&ct.c1, &map);
@@ -556,7 +569,7 @@ impl Evaluator {
             .collect();
         for &k in &elements {
             if k != 1 {
-                self.galois_key(k)?;
+                self.check_key(self.galois_key(k)?, ct.level())?;
             }
         }
         let mut dec = decompose(&self.params, &ct.c1);

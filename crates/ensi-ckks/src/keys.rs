@@ -82,9 +82,39 @@ impl GaloisKey {
     pub fn galois_element(&self) -> u64 {
         self.galois_element
     }
+
+    /// The underlying switching key.
+    pub fn switching_key(&self) -> &SwitchingKey {
+        &self.key
+    }
+
+    /// See [`SwitchingKey::truncate_to_level`].
+    pub fn truncate_to_level(&mut self, params: &Parameters, level: usize) {
+        self.key.truncate_to_level(params, level)
+    }
 }
 
 impl SwitchingKey {
+    /// The highest level this key can switch at.
+    pub fn level(&self) -> usize {
+        self.b.first().map_or(0, |p| p.q_limbs().saturating_sub(1))
+    }
+
+    /// Drops the Q limbs above `level` and the digits a ciphertext at `level`
+    /// does not use: a key needed only at low levels shrinks to a fraction
+    /// of its size (and is read faster).
+    pub fn truncate_to_level(&mut self, params: &Parameters, level: usize) {
+        if level >= self.level() {
+            return;
+        }
+        let digits = params.digits_at(level);
+        self.b.truncate(digits);
+        self.a.truncate(digits);
+        for p in self.b.iter_mut().chain(self.a.iter_mut()) {
+            p.truncate_q(level + 1);
+        }
+    }
+
     /// Size of the raw residues in memory (both parts).
     pub fn byte_size(&self) -> usize {
         self.b

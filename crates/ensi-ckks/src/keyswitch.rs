@@ -132,11 +132,13 @@ fn limb_product(
     acc: &mut [u64],
 ) {
     let plan = params.ring().plan(q_limbs, i);
-    // The key spans every prime: limb i of Q_l is key limb i, P limbs follow all of Q.
+    // Limb i of Q_l is key limb i; the P limbs follow the key's own Q limbs
+    // (all of Q, or fewer for a key truncated to a lower level).
+    let key_q = key.b[0].q_limbs();
     let key_limb = if i < q_limbs {
         i
     } else {
-        params.q_count() + (i - q_limbs)
+        key_q + (i - q_limbs)
     };
     let n = params.n();
     let (acc0, acc1) = acc.split_at_mut(n);

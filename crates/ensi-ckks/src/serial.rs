@@ -465,18 +465,34 @@ fn write_switching_key(w: &mut Writer, key: &SwitchingKey) {
 fn read_switching_key(r: &mut Reader, params: &Parameters) -> Result<SwitchingKey> {
     let seed = r.seed()?;
     let digits = r.u16()? as usize;
-    if digits != params.dnum() {
+    if digits == 0 || digits > params.dnum() {
         return Err(DecodeError::BadLength {
             field: "key digits",
             value: digits as u64,
         }
         .into());
     }
-    let b = (0..digits)
-        .map(|_| r.poly(params, Some(params.q_count()), params.p_count()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    // A key may be truncated to a lower level (see SwitchingKey::truncate_to_level):
+    // its first polynomial fixes the Q limbs, and the digit count must match them.
+    let first = r.poly(params, None, params.p_count())?;
+    let q_limbs = first.q_limbs();
+    if digits != params.digits_at(q_limbs - 1) {
+        return Err(DecodeError::BadLength {
+            field: "key digits",
+            value: digits as u64,
+        }
+        .into());
+    }
+    let mut b = vec![first];
+    for _ in 1..digits {
+        b.push(r.poly(params, Some(q_limbs), params.p_count())?);
+    }
     let a = (0..digits)
-        .map(|j| expand_switching_a(params, seed, j))
+        .map(|j| {
+            let mut a = expand_switching_a(params, seed, j);
+            a.truncate_q(q_limbs);
+            a
+        })
         .collect();
     Ok(SwitchingKey { b, a, seed })
 }

@@ -344,3 +344,42 @@ fn batched_linear_combinations_match_the_plain_evaluator() {
     assert!(e.signed_sums(&cts, &[2; 20], rows).is_err());
     assert!(e.signed_sums(&cts, &signs[..19], rows).is_err());
 }
+
+/// A rotation key truncated to a low level works there, is refused above it
+/// with a typed error, and survives serialization at its reduced size.
+#[test]
+fn truncated_keys() {
+    let mut c = ctx();
+    let a = random_values(c.slots(), 40);
+    let ct = c.encrypt(&a);
+    let mut kg = KeyGenerator::new(&c.params);
+    let mut key = kg.gen_rotation_key(&c.sk, 3);
+    let full = key.to_bytes(&c.params).len();
+    key.truncate_to_level(&c.params, 1);
+    assert_eq!(key.switching_key().level(), 1);
+    let bytes = key.to_bytes(&c.params);
+    assert!(bytes.len() < full / 2, "{} vs {full}", bytes.len());
+    let key = GaloisKey::from_bytes(&c.params, &bytes).unwrap();
+    let mut keys = EvaluationKeys::default();
+    keys.insert_galois(key);
+    let eval = Evaluator::new(&c.params, std::sync::Arc::new(keys));
+    assert!(matches!(
+        eval.rotate(&ct, 3),
+        Err(CkksError::KeyLevelTooLow { key_level: 1, .. })
+    ));
+    let low = eval.drop_to_level(&ct, 1).unwrap();
+    let n = a.len();
+    let want: Vec<_> = (0..n).map(|i| a[(i + 3) % n]).collect();
+    assert_precision(
+        "rotate with a truncated key",
+        &c.decrypt(&eval.rotate(&low, 3).unwrap()),
+        &want,
+        22.0,
+    );
+    assert_precision(
+        "hoisted rotate with a truncated key",
+        &c.decrypt(&eval.rotate_hoisted(&low, &[3]).unwrap()[0]),
+        &want,
+        22.0,
+    );
+}

@@ -106,7 +106,7 @@ use crate::keys::{EvaluationKeys, KeyGenerator, SecretKey, SwitchingKey};
 use crate::params::Parameters;
 use crate::sampling::Sampler;
 use num_complex::Complex64;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::f64::consts::PI;
 use std::sync::Arc;
 
@@ -298,7 +298,19 @@ impl BootstrapKeys {
         }
         let mut steps = rotation_steps(params, config)?;
         steps.extend_from_slice(extra_rotations);
-        let eval = KeyGenerator::new(params).gen_evaluation_keys(sk, &steps, true);
+        let mut eval = KeyGenerator::new(params).gen_evaluation_keys(sk, &steps, true);
+        // A rotation key needs only the limbs (and digits) of the highest level
+        // it is used at: SlotsToCoeffs runs near the bottom of the chain, so its
+        // own keys shrink to less than half. Caller-requested rotations stay whole.
+        for (step, level) in rotation_levels(params, config)? {
+            if extra_rotations.contains(&step) {
+                continue;
+            }
+            let k = params.ring().galois_element_for_rotation(step);
+            if let Some(key) = eval.galois.get_mut(&k) {
+                key.truncate_to_level(params, level);
+            }
+        }
         let mut sampler = Sampler::from_os();
         let sparse = raw::sparse_ternary(params.n(), config.sparse_weight);
         let s_sparse = raw::secret_poly(params, &sparse);
@@ -338,6 +350,39 @@ pub fn rotation_steps(params: &Parameters, config: &BootstrapConfig) -> Result<V
     }
     set.extend(trace_steps(config.log_slots, params.n() / 2));
     Ok(set.into_iter().collect())
+}
+
+/// The highest level each bootstrapping rotation is used at: the trace at the
+/// top, CoeffsToSlots group g at `max_level - g`, SlotsToCoeffs group g at
+/// its input level minus g.
+fn rotation_levels(params: &Parameters, config: &BootstrapConfig) -> Result<BTreeMap<i64, usize>> {
+    let top = params.max_level();
+    let mut levels: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut note = |step: i64, level: usize| {
+        let e = levels.entry(step).or_insert(level);
+        *e = (*e).max(level);
+    };
+    for step in trace_steps(config.log_slots, params.n() / 2) {
+        note(step, top);
+    }
+    for (g, lt) in coeffs_to_slots(config.log_slots, config.cts_levels)?
+        .iter()
+        .enumerate()
+    {
+        lt.rotation_steps()
+            .into_iter()
+            .for_each(|s| note(s, top - g));
+    }
+    let stc_input = config.output_level(params)? + config.stc_levels;
+    for (g, lt) in slots_to_coeffs(config.log_slots, config.stc_levels)?
+        .iter()
+        .enumerate()
+    {
+        lt.rotation_steps()
+            .into_iter()
+            .for_each(|s| note(s, stc_input - g));
+    }
+    Ok(levels)
 }
 
 /// Rotations by `n 2^i` up to (excluding) `half`: the trace onto `n` slots.
