@@ -357,10 +357,7 @@ pub(crate) fn reduce_f64_integer(x: f64, m: &crate::math::Modulus) -> u64 {
 fn bit_reverse<T>(v: &mut [T]) {
     let n = v.len();
     if n <= 2 {
-        if n == 2 {
-            // Bit reversal of one bit is the identity.
-        }
-        return;
+        return; // reversing zero or one bit changes nothing
     }
     let bits = n.trailing_zeros();
     for i in 0..n {

@@ -11,7 +11,7 @@ use crate::error::{CkksError, Result};
 use crate::keys::{EvaluationKeys, SwitchingKey};
 use crate::keyswitch::{decompose, key_switch, product_mod_down};
 use crate::params::Parameters;
-use crate::ring::RnsPoly;
+use crate::ring::{Ring, RnsPoly};
 use num_complex::Complex64;
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -157,50 +157,52 @@ impl Evaluator {
 
     /// a + b.
     pub fn add(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
-        let (a, b) = self.aligned(a, b)?;
-        Self::check_scales(a.scale, b.scale)?;
-        let ring = self.params.ring();
-        Ok(Ciphertext {
-            c0: ring.add(&a.c0, &b.c0),
-            c1: ring.add(&a.c1, &b.c1),
-            scale: a.scale,
-            log_slots: a.log_slots,
-        })
+        self.combine(a, b, Ring::add)
     }
 
-    /// a += b (same level and scale).
+    /// a += b.
     pub fn add_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<()> {
-        if a.level() != b.level() {
-            *a = self.add(a, b)?;
-            return Ok(());
-        }
-        self.check(a)?;
-        self.check(b)?;
-        Check::slots(a, b)?;
-        Self::check_scales(a.scale, b.scale)?;
-        let ring = self.params.ring();
-        ring.add_assign(&mut a.c0, &b.c0);
-        ring.add_assign(&mut a.c1, &b.c1);
-        Ok(())
+        self.combine_assign(a, b, Ring::add_assign, Ring::add)
     }
 
     /// a - b.
     pub fn sub(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        self.combine(a, b, Ring::sub)
+    }
+
+    /// a -= b.
+    pub fn sub_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<()> {
+        self.combine_assign(a, b, Ring::sub_assign, Ring::sub)
+    }
+
+    /// `op` on both parts, after aligning levels and checking scales and slots.
+    fn combine(
+        &self,
+        a: &Ciphertext,
+        b: &Ciphertext,
+        op: fn(&Ring, &RnsPoly, &RnsPoly) -> RnsPoly,
+    ) -> Result<Ciphertext> {
         let (a, b) = self.aligned(a, b)?;
         Self::check_scales(a.scale, b.scale)?;
         let ring = self.params.ring();
         Ok(Ciphertext {
-            c0: ring.sub(&a.c0, &b.c0),
-            c1: ring.sub(&a.c1, &b.c1),
+            c0: op(ring, &a.c0, &b.c0),
+            c1: op(ring, &a.c1, &b.c1),
             scale: a.scale,
             log_slots: a.log_slots,
         })
     }
 
-    /// a -= b (same level and scale).
-    pub fn sub_assign(&self, a: &mut Ciphertext, b: &Ciphertext) -> Result<()> {
+    /// In-place `op_assign` when the levels agree (no allocation), else `op`.
+    fn combine_assign(
+        &self,
+        a: &mut Ciphertext,
+        b: &Ciphertext,
+        op_assign: fn(&Ring, &mut RnsPoly, &RnsPoly),
+        op: fn(&Ring, &RnsPoly, &RnsPoly) -> RnsPoly,
+    ) -> Result<()> {
         if a.level() != b.level() {
-            *a = self.sub(a, b)?;
+            *a = self.combine(a, b, op)?;
             return Ok(());
         }
         self.check(a)?;
@@ -208,8 +210,8 @@ impl Evaluator {
         Check::slots(a, b)?;
         Self::check_scales(a.scale, b.scale)?;
         let ring = self.params.ring();
-        ring.sub_assign(&mut a.c0, &b.c0);
-        ring.sub_assign(&mut a.c1, &b.c1);
+        op_assign(ring, &mut a.c0, &b.c0);
+        op_assign(ring, &mut a.c1, &b.c1);
         Ok(())
     }
 

@@ -68,6 +68,11 @@ impl RelinKey {
     pub fn switching_key(&self) -> &SwitchingKey {
         &self.0
     }
+
+    /// See [`SwitchingKey::truncate_to_level`].
+    pub fn truncate_to_level(&mut self, params: &Parameters, level: usize) {
+        self.0.truncate_to_level(params, level)
+    }
 }
 
 /// Switches s(X^k) back to s after the automorphism X -> X^k.

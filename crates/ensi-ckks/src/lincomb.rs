@@ -83,7 +83,7 @@ impl Evaluator {
                 (pos, neg)
             })
             .collect();
-        Ok(self.combine(
+        Ok(self.combine_blocks(
             inputs,
             rows,
             inputs[0].scale,
@@ -142,7 +142,7 @@ impl Evaluator {
             })
             .collect();
         let cols = inputs.len();
-        Ok(self.combine(
+        Ok(self.combine_blocks(
             inputs,
             rows,
             inputs[0].scale * const_scale,
@@ -161,7 +161,7 @@ impl Evaluator {
 
     /// Drives `kernel(modulus, limb, input blocks, row, output block)` over every
     /// limb of both polynomials, block by block.
-    fn combine(
+    fn combine_blocks(
         &self,
         inputs: &[Ciphertext],
         rows: usize,

@@ -275,7 +275,10 @@ pub fn irwin_hall_cdf(h: usize, x: f64) -> f64 {
 /// conjugation keys, and the two keys of the sparse-secret encapsulation.
 #[derive(Clone, Debug)]
 pub struct BootstrapKeys {
-    /// Relinearization key and the Galois keys of CtS, StC, the trace and conjugation.
+    /// Relinearization key and the Galois keys of CtS, StC, the trace and
+    /// conjugation, each truncated to the highest level bootstrapping uses it
+    /// at (the relinearization key reaches the level right after
+    /// CoeffsToSlots, above any level a bootstrapped ciphertext can be at).
     pub eval: EvaluationKeys,
     /// Dense `s` -> sparse `s'`, nonzero modulo `q_0 P` only.
     pub to_sparse: SwitchingKey,
@@ -310,6 +313,16 @@ impl BootstrapKeys {
             if let Some(key) = eval.galois.get_mut(&k) {
                 key.truncate_to_level(params, level);
             }
+        }
+        // The conjugation and the relinearizations of EvalMod happen after
+        // CoeffsToSlots; everything after bootstrapping runs lower still.
+        let after_cts = params.max_level() - config.cts_levels;
+        let conj = params.ring().galois_element_conjugate();
+        if let Some(key) = eval.galois.get_mut(&conj) {
+            key.truncate_to_level(params, after_cts);
+        }
+        if let Some(relin) = eval.relin.as_mut() {
+            relin.truncate_to_level(params, after_cts);
         }
         let mut sampler = Sampler::from_os();
         let sparse = raw::sparse_ternary(params.n(), config.sparse_weight);
