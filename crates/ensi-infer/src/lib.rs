@@ -2,11 +2,14 @@
 //! (`ensi-ckks`, which knows nothing of transformers) and the model
 //! (`ensi-model`, which knows nothing of encryption).
 //!
-//! Built so far: ENSI's column-wise packing of a hidden state and the
-//! multiplication-free ternary PCMM over it ([`layout`], [`pcmm`]). The
+//! Built so far: ENSI's column-wise packing of a hidden state, the
+//! multiplication-free ternary PCMM over it and the conventional PCMM it is
+//! compared with ([`layout`], [`pcmm`]), and the attention nonlinearity both
+//! ways: sigmoid and the conventional HE softmax ([`attention`]). The
 //! encrypted attention, RMSNorm with bootstrapping, MLP and the whole model
 //! come with later issues; see docs/ARCHITECTURE.md.
 
+pub mod attention;
 pub mod layout;
 pub mod pcmm;
 

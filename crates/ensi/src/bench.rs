@@ -19,6 +19,8 @@ pub enum Suite {
     Ckks,
     /// Ternary (ENSI) vs conventional PCMM in the column layout.
     Pcmm,
+    /// Sigmoid attention (ENSI) vs the conventional HE softmax, column layout.
+    Attention,
     /// Bootstrapping (with key generation, precision, levels, key bytes and
     /// peak memory), one degree-63 Chebyshev polynomial and one dense linear
     /// transform of dimension 2^12. Use a `*-boot` preset.
@@ -148,6 +150,14 @@ pub fn run(args: BenchArgs) -> CliResult {
     pool.install(|| match args.suite {
         Suite::Ckks => bench_ckks(&args).map_err(|e| e.to_string()),
         Suite::Bootstrap => bench_bootstrap(&args).map_err(|e| e.to_string()),
+        Suite::Attention => crate::bench_attention::run(crate::bench_attention::AttentionArgs {
+            preset: &args.preset,
+            threads: args.threads,
+            runs: args.runs,
+            tokens: args.tokens,
+            json: args.json.as_ref(),
+        })
+        .map_err(|e| e.to_string()),
         Suite::Pcmm => crate::bench_pcmm::run(crate::bench_pcmm::PcmmArgs {
             preset: &args.preset,
             threads: args.threads,

@@ -2,6 +2,7 @@
 //! parses its arguments and calls into the library crates.
 
 mod bench;
+mod bench_attention;
 mod bench_pcmm;
 mod demo;
 mod model_cmd;
