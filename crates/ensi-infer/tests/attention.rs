@@ -69,6 +69,7 @@ fn sigmoid_and_softmax_match_plaintext() {
         .unwrap();
     let mut err = 0f64;
     for i in 0..s {
+        #[allow(clippy::needless_range_loop)] // j indexes the matrix and the row alike
         for j in 0..s {
             err = err.max((out.get(i, j) - poly.eval_plain(scores.get(i, j))).abs());
         }

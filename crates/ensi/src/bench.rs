@@ -261,8 +261,8 @@ fn bench_ckks(args: &BenchArgs) -> CliResult {
     let mut ratios = BTreeMap::new();
     if let Some(b) = &baseline {
         eprintln!(
-            "\n{:<20} {:>12} {:>12} {:>8}  {}",
-            "op", "ensi ms", "openfhe ms", "ratio", "per round"
+            "\n{:<20} {:>12} {:>12} {:>8}  per round",
+            "op", "ensi ms", "openfhe ms", "ratio"
         );
         for (name, ours) in &ops {
             if let (Some(theirs), Some(rs)) = (b.ops.get(*name), ratio_rounds.get(name)) {

@@ -95,6 +95,7 @@ pub fn run(a: AttentionArgs) -> CliResult {
     let (mut e_sig, mut e_soft) = (0f64, 0f64);
     for i in 0..s {
         let want = approx.eval_plain(scores.row(i));
+        #[allow(clippy::needless_range_loop)] // j indexes the matrix and the row alike
         for j in 0..s {
             e_sig = e_sig.max((sig_m.get(i, j) - poly.eval_plain(scores.get(i, j))).abs());
             e_soft = e_soft.max((soft_m.get(i, j) - want[j]).abs());

@@ -265,7 +265,7 @@ pub fn irwin_hall_cdf(h: usize, x: f64) -> f64 {
         let ln_term =
             ln_fact(h) - ln_fact(k) - ln_fact(h - k) + h as f64 * (x - k as f64).ln() - ln_fact(h);
         let term = ln_term.exp();
-        s += if k % 2 == 0 { term } else { -term };
+        s += if k.is_multiple_of(2) { term } else { -term };
         k += 1;
     }
     s.clamp(0.0, 1.0)
