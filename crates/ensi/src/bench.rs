@@ -442,7 +442,7 @@ fn peak_rss_bytes() -> u64 {
 /// `ensi bench bootstrap`: full-slot bootstrapping at the preset (the CLI's
 /// default preset cannot bootstrap, so it is replaced by `n16-boot`). Each
 /// bootstrap takes tens of seconds at N = 2^16, so its median is over
-/// min(runs, 3) runs; the polynomial and the linear transform use `runs`.
+/// `runs` runs (at least 5, like every suite), as the polynomial and the linear transform.
 fn bench_bootstrap(args: &BenchArgs) -> CliResult {
     use ensi_ckks::circuits::bootstrap::{BootstrapConfig, BootstrapKeys, Bootstrapper};
     use ensi_ckks::circuits::{ChebyshevPoly, LinearTransform, PolynomialEvaluator};
@@ -509,7 +509,7 @@ fn bench_bootstrap(args: &BenchArgs) -> CliResult {
         })
         .collect();
     let ct = enc.encrypt(&encoder.encode(&values, 0, params.default_scale(), log_slots)?)?;
-    let boot_runs = args.runs.min(3);
+    let boot_runs = args.runs;
     let mut times = Vec::new();
     let mut out = None;
     for r in 0..boot_runs {
