@@ -227,23 +227,27 @@ impl Evaluator {
 
     /// ct + pt (the plaintext must have the ciphertext's scale and at least its level).
     pub fn add_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
-        self.check(ct)?;
-        Self::check_slots(ct.log_slots, pt.log_slots)?;
-        Self::check_scales(ct.scale, pt.scale)?;
-        let p = self.plain_at(pt, ct.level())?;
-        let mut out = ct.clone();
-        self.params.ring().add_assign(&mut out.c0, &p);
-        Ok(out)
+        self.plain_into_c0(ct, pt, Ring::add_assign)
     }
 
     /// ct - pt.
     pub fn sub_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
+        self.plain_into_c0(ct, pt, Ring::sub_assign)
+    }
+
+    /// Adds or subtracts a plaintext: only c0 changes.
+    fn plain_into_c0(
+        &self,
+        ct: &Ciphertext,
+        pt: &Plaintext,
+        op_assign: fn(&Ring, &mut RnsPoly, &RnsPoly),
+    ) -> Result<Ciphertext> {
         self.check(ct)?;
         Self::check_slots(ct.log_slots, pt.log_slots)?;
         Self::check_scales(ct.scale, pt.scale)?;
         let p = self.plain_at(pt, ct.level())?;
         let mut out = ct.clone();
-        self.params.ring().sub_assign(&mut out.c0, &p);
+        op_assign(self.params.ring(), &mut out.c0, &p);
         Ok(out)
     }
 

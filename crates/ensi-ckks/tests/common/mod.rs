@@ -37,30 +37,23 @@ impl Ctx {
         1 << self.params.log_slots()
     }
 
+    /// The values encoded at the top level, default scale, full slots.
+    pub fn encode(&self, v: &[Complex64]) -> Plaintext {
+        let p = &self.params;
+        self.encoder
+            .encode(v, p.max_level(), p.default_scale(), p.log_slots())
+            .unwrap()
+    }
+
+    /// Public-key encryption.
     pub fn encrypt(&mut self, v: &[Complex64]) -> Ciphertext {
-        let pt = self
-            .encoder
-            .encode(
-                v,
-                self.params.max_level(),
-                self.params.default_scale(),
-                self.params.log_slots(),
-            )
-            .unwrap();
+        let pt = self.encode(v);
         self.enc.encrypt(&pt).unwrap()
     }
 
     /// Secret-key encryption (what a client that holds the key uses: less noise).
     pub fn encrypt_sk(&mut self, v: &[Complex64]) -> Ciphertext {
-        let pt = self
-            .encoder
-            .encode(
-                v,
-                self.params.max_level(),
-                self.params.default_scale(),
-                self.params.log_slots(),
-            )
-            .unwrap();
+        let pt = self.encode(v);
         Encryptor::with_secret_key(&self.params, &self.sk)
             .encrypt(&pt)
             .unwrap()
