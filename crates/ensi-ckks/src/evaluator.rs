@@ -333,6 +333,13 @@ impl Evaluator {
     /// ct * c, then rescale: the constant is encoded at the scale of the prime
     /// that the rescaling removes, so the result keeps ct's scale exactly.
     pub fn mul_const(&self, ct: &Ciphertext, c: Complex64) -> Result<Ciphertext> {
+        let q_top = self.prime_to_rescale(ct)?;
+        let out = self.mul_const_scaled(ct, c, q_top)?;
+        self.rescale(&out)
+    }
+
+    /// The prime the next rescale of `ct` removes (refused at level 0).
+    fn prime_to_rescale(&self, ct: &Ciphertext) -> Result<f64> {
         self.check(ct)?;
         if ct.level() == 0 {
             return Err(CkksError::LevelTooLow {
@@ -340,9 +347,7 @@ impl Evaluator {
                 level: 0,
             });
         }
-        let q_top = self.params.q()[ct.level()] as f64;
-        let out = self.mul_const_scaled(ct, c, q_top)?;
-        self.rescale(&out)
+        Ok(self.params.q()[ct.level()] as f64)
     }
 
     /// ct * k for an integer k: no level, no change of scale.
@@ -362,14 +367,7 @@ impl Evaluator {
     /// Changes the scale of `ct` to `target` at the cost of one level
     /// (multiplies by 1 encoded at the scale that makes the rescaled result land on `target`).
     pub fn set_scale_to(&self, ct: &Ciphertext, target: f64) -> Result<Ciphertext> {
-        self.check(ct)?;
-        if ct.level() == 0 {
-            return Err(CkksError::LevelTooLow {
-                needed: 1,
-                level: 0,
-            });
-        }
-        let q_top = self.params.q()[ct.level()] as f64;
+        let q_top = self.prime_to_rescale(ct)?;
         let const_scale = target * q_top / ct.scale;
         if const_scale < 2f64.powi(20) {
             return Err(CkksError::Encoding(format!(
