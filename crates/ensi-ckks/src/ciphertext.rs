@@ -61,6 +61,14 @@ impl Ciphertext {
     pub fn log_slots(&self) -> u32 {
         self.log_slots
     }
+    /// Reads the same polynomial with another slot count. A message with 2^a
+    /// slots is, as a vector of all N/2 slots, periodic with period 2^a; it
+    /// is therefore also a message of 2^b slots for any b >= a (the period
+    /// repeated), and of 2^b slots for b < a when the caller knows the
+    /// vector has that smaller period. Only metadata changes.
+    pub fn set_log_slots(&mut self, log_slots: u32) {
+        self.log_slots = log_slots;
+    }
     /// The two polynomials (NTT form).
     pub fn parts(&self) -> (&RnsPoly, &RnsPoly) {
         (&self.c0, &self.c1)

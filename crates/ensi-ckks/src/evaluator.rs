@@ -434,6 +434,36 @@ impl Evaluator {
         })
     }
 
+    /// sum_i a_i * b_i with a single relinearization, without rescaling: the
+    /// tensors are accumulated first (an inner product costs one key switch,
+    /// not one per term). All pairs must share level, scale and slot count.
+    pub fn mul_sum(&self, pairs: &[(&Ciphertext, &Ciphertext)]) -> Result<Ciphertext> {
+        let ((a0, b0), rest) = pairs
+            .split_first()
+            .ok_or_else(|| CkksError::Encoding("empty inner product".into()))?;
+        let mut acc = self.tensor(a0, b0)?;
+        let ring = self.params.ring();
+        for (a, b) in rest {
+            let (a, b) = self.aligned(a, b)?;
+            let level = acc.d0.q_limbs() - 1;
+            if a.level() < level {
+                return Err(CkksError::LevelTooLow {
+                    needed: level,
+                    level: a.level(),
+                });
+            }
+            let a = self.drop_to_level(&a, level)?;
+            let b = self.drop_to_level(&b, level)?;
+            Check::slots(&a, &b)?;
+            Self::check_scales(a.scale * b.scale, acc.scale)?;
+            ring.mul_acc(&mut acc.d0, &a.c0, &b.c0);
+            ring.mul_acc(&mut acc.d1, &a.c0, &b.c1);
+            ring.mul_acc(&mut acc.d1, &a.c1, &b.c0);
+            ring.mul_acc(&mut acc.d2, &a.c1, &b.c1);
+        }
+        self.relinearize(&acc)
+    }
+
     /// a * b with relinearization, without rescaling.
     pub fn mul(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
         self.relinearize(&self.tensor(a, b)?)

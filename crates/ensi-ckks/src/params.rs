@@ -65,6 +65,7 @@ pub const PRESETS: &[&str] = &[
     "insecure-n12",
     "insecure-n10",
     "insecure-boot-n11",
+    "insecure-boot-n12",
 ];
 
 impl ParametersLiteral {
@@ -82,6 +83,11 @@ impl ParametersLiteral {
     /// * `insecure-boot-n11`: the bootstrapping chain at N = 2^11 with 10 EvalMod
     ///   primes (room for the arcsine correction), 4 levels left without it
     ///   and 2 with it; NOT secure, for tests.
+    /// * `insecure-boot-n12`: exactly the chain of `n16-boot` (same prime sizes,
+    ///   same 8 special primes, dnum 3) at N = 2^12, so that its level flow
+    ///   (10 levels left, or 12 with one SlotsToCoeffs level) is tested in
+    ///   seconds; log2(QP) ~ 1752, far above the 109 allowed at N = 2^12:
+    ///   NOT secure, for tests.
     pub fn preset(name: &str) -> Result<Self> {
         let lit = |log_n, q_bits: Vec<u32>, p_bits: Vec<u32>, dnum, insecure| ParametersLiteral {
             name: name.to_string(),
@@ -116,6 +122,7 @@ impl ParametersLiteral {
             // SlotsToCoeffs (40), EvalMod (60) and CoeffsToSlots (56) on top.
             "n16-boot" => lit(16, boot_chain(10, 3, 8, 4), vec![60; 8], 3, false),
             "insecure-boot-n11" => lit(11, boot_chain(2, 2, 10, 3), vec![60; 5], 4, true),
+            "insecure-boot-n12" => lit(12, boot_chain(10, 3, 8, 4), vec![60; 8], 3, true),
             _ => {
                 return Err(CkksError::UnknownPreset(
                     name.to_string(),
@@ -424,6 +431,16 @@ mod tests {
             lit.build(),
             Err(CkksError::Insecure { log_n: 12, .. })
         ));
+        // The n16-boot chain at N = 2^12 exists only as a named insecure preset.
+        let mut lit = ParametersLiteral::preset("insecure-boot-n12").unwrap();
+        lit.name = "boot-n12".into();
+        lit.insecure = false;
+        assert!(matches!(
+            lit.build(),
+            Err(CkksError::Insecure { log_n: 12, .. })
+        ));
+        let mut lit = ParametersLiteral::preset("insecure-n12").unwrap();
+        lit.name = "my-n12".into();
         // Claiming insecurity without the name is refused too.
         lit.insecure = true;
         assert!(matches!(lit.build(), Err(CkksError::InvalidParameters(_))));
@@ -440,6 +457,20 @@ mod tests {
             insecure: false,
         };
         assert!(lit.build().is_ok());
+    }
+
+    #[test]
+    fn boot_n12_has_the_chain_of_n16_boot() {
+        let small = ParametersLiteral::preset("insecure-boot-n12").unwrap();
+        let big = ParametersLiteral::preset("n16-boot").unwrap();
+        assert_eq!(small.q_bits, big.q_bits);
+        assert_eq!(small.p_bits, big.p_bits);
+        assert_eq!(small.dnum, big.dnum);
+        assert_eq!((small.log_n, small.log_slots), (12, 11));
+        let p = small.build().unwrap();
+        assert!(p.is_insecure());
+        assert_eq!(p.max_level(), 25);
+        assert!(p.log_qp() > max_log_qp_128(12).unwrap() as f64);
     }
 
     #[test]

@@ -230,13 +230,16 @@ impl Default for EnsiApprox {
                 b: 8.0,
                 degree: 31,
             },
+            // Degree 31 and one Newton step: 7 levels, what the encrypted block's
+            // level budget leaves after a bootstrap (docs/ARCHITECTURE.md); the
+            // tiny models' inputs lie in [0.031, 12.8].
             inv_sqrt: InvSqrtSpec {
                 first_guess: ChebyshevSpec {
-                    a: 0.01,
+                    a: 0.02,
                     b: 16.0,
                     degree: 31,
                 },
-                newton_steps: 3,
+                newton_steps: 1,
             },
             sigmoid_bias: SigmoidBias::NegLnAttended,
             exact_final_norm: false,
@@ -396,7 +399,7 @@ mod tests {
             let v = a * (b / a).powf(i as f64 / 4000.0);
             worst = worst.max((p.inv_sqrt(v) * v.sqrt() - 1.0).abs());
         }
-        assert!(worst < 1e-4, "inv_sqrt relative error {worst}");
+        assert!(worst < 3e-3, "inv_sqrt relative error {worst}");
     }
 
     #[test]

@@ -134,6 +134,11 @@ impl BitNetModel {
         &self.layers
     }
 
+    /// RoPE frequencies theta^(-2j/d), j < head_dim / 2; dimension j is paired with j + d/2.
+    pub fn inv_freq(&self) -> &[f64] {
+        &self.inv_freq
+    }
+
     /// The final RMSNorm gain.
     pub fn final_norm(&self) -> &[f64] {
         &self.final_norm
