@@ -55,7 +55,11 @@ pub fn bootstrap_config(params: &Parameters, packing: &Packing) -> BootstrapConf
 }
 
 /// The server's keys for the encrypted model (client side: needs the secret key).
-pub fn generate_keys(params: &Parameters, packing: &Packing, sk: &SecretKey) -> Result<BootstrapKeys> {
+pub fn generate_keys(
+    params: &Parameters,
+    packing: &Packing,
+    sk: &SecretKey,
+) -> Result<BootstrapKeys> {
     let cfg = bootstrap_config(params, packing);
     let extra = packing.rotation_steps();
     let mut keys = BootstrapKeys::generate(params, &cfg, sk, &extra)?;
@@ -140,11 +144,10 @@ struct Stats {
 
 impl Stats {
     fn record(&self, name: &'static str, time: Duration, levels: usize) {
-        self.steps.lock().expect("stats lock").push(StepTime {
-            name,
-            time,
-            levels,
-        });
+        self.steps
+            .lock()
+            .expect("stats lock")
+            .push(StepTime { name, time, levels });
     }
 }
 
@@ -374,8 +377,7 @@ impl EncryptedModel {
         // z = q.k / sqrt(d) + b: every factor of q.k goes into q's RoPE plaintexts.
         let sig = &self.polys.sigmoid;
         let (sa, sb) = (sig.a, sig.b);
-        let q_factor = w.q_proj.scale() * w.k_proj.scale() / (k_pack * k_pack)
-            * 2.0
+        let q_factor = w.q_proj.scale() * w.k_proj.scale() / (k_pack * k_pack) * 2.0
             / ((sb - sa) * (hd as f64).sqrt());
         let t = Instant::now();
         let qr = self.rope(ctx, &q, q_factor)?;
@@ -401,13 +403,7 @@ impl EncryptedModel {
         let o = self.attend(ctx, &weights, &v, w.v_proj.scale() / k_pack, tokens)?;
         ctx.stats.record("av", t.elapsed(), 1);
         record("attn_out", &o, 1.0);
-        let on = self.sub_norm(
-            ctx,
-            &o,
-            &w.attn_sub_norm,
-            w.o_proj.scale(),
-            residual_scale,
-        )?;
+        let on = self.sub_norm(ctx, &o, &w.attn_sub_norm, w.o_proj.scale(), residual_scale)?;
         let t = Instant::now();
         let o_out = ternary_pcmm_columns(eval, &on, &w.o_proj)?;
         let after_attn = residual_add(eval, x, &o_out)?;
@@ -466,7 +462,12 @@ impl EncryptedModel {
     }
 
     /// RoPE on projection columns, times `factor`: one level (plaintext products).
-    fn rope(&self, ctx: &ServerContext, cols: &[Ciphertext], factor: f64) -> Result<Vec<Ciphertext>> {
+    fn rope(
+        &self,
+        ctx: &ServerContext,
+        cols: &[Ciphertext],
+        factor: f64,
+    ) -> Result<Vec<Ciphertext>> {
         let eval = ctx.eval();
         let hd = self.model.config().head_dim;
         let half = hd / 2;
@@ -658,7 +659,12 @@ impl EncryptedModel {
     }
 
     /// Final RMSNorm (refreshed, packed) and the LM head on position `tokens - 1`.
-    pub fn head(&self, ctx: &ServerContext, x: &[Ciphertext], tokens: usize) -> Result<EncryptedLogits> {
+    pub fn head(
+        &self,
+        ctx: &ServerContext,
+        x: &[Ciphertext],
+        tokens: usize,
+    ) -> Result<EncryptedLogits> {
         let eval = ctx.eval();
         let cfg = self.model.config();
         let pk = &ctx.packing;
@@ -756,10 +762,16 @@ impl EncryptedModel {
 /// `c * ct`, rescaled, with the result's scale exactly `target`: the constant
 /// is encoded at the scale that makes it so (the scale drift of earlier
 /// rescales is absorbed where a product happens anyway).
-fn mul_const_to_scale(eval: &Evaluator, ct: &Ciphertext, c: f64, target: f64) -> Result<Ciphertext> {
+fn mul_const_to_scale(
+    eval: &Evaluator,
+    ct: &Ciphertext,
+    c: f64,
+    target: f64,
+) -> Result<Ciphertext> {
     let prime = eval.params().q()[ct.level()] as f64;
     let const_scale = target * prime / ct.scale();
-    if !(const_scale * c.abs().max(1e-300) >= 2f64.powi(24)) {
+    let precision = const_scale * c.abs().max(1e-300);
+    if precision.is_nan() || precision < 2f64.powi(24) {
         return Err(InferError::Shape(format!(
             "constant {c} at scale 2^{:.1} is too coarse",
             const_scale.log2()

@@ -83,8 +83,8 @@ pub fn decrypt_columns(
     let mut m = Matrix::zeros(tokens, cols.len());
     for (c, ct) in cols.iter().enumerate() {
         let v = encoder.decode_real(&dec.decrypt(ct)?);
-        for r in 0..tokens {
-            m.row_mut(r)[c] = v[r] * factor;
+        for (r, x) in v.iter().take(tokens).enumerate() {
+            m.row_mut(r)[c] = x * factor;
         }
     }
     Ok(m)

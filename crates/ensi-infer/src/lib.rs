@@ -10,8 +10,13 @@
 //! come with later issues; see docs/ARCHITECTURE.md.
 
 pub mod attention;
+pub mod block;
+pub mod client;
+pub mod dense;
 pub mod layout;
+pub mod packing;
 pub mod pcmm;
+pub mod wire;
 
 use thiserror::Error;
 
@@ -24,6 +29,9 @@ pub enum InferError {
     /// Shapes that do not fit together.
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// A malformed message.
+    #[error("malformed message: {0}")]
+    Wire(String),
 }
 
 /// Result alias of the crate.

@@ -149,7 +149,12 @@ pub struct Unpacker {
 
 impl Unpacker {
     /// Masks for unpacking ciphertexts at `level`.
-    pub fn new(eval: &Evaluator, encoder: &Encoder, packing: Packing, level: usize) -> Result<Self> {
+    pub fn new(
+        eval: &Evaluator,
+        encoder: &Encoder,
+        packing: Packing,
+        level: usize,
+    ) -> Result<Self> {
         let q = eval.params().q()[level] as f64;
         let log_slots = packing.packed_log_slots();
         let masks = (0..packing.blocks)
@@ -174,7 +179,11 @@ impl Unpacker {
 
     /// `R_k = rot(p, k s_pad)` for every block k, from the power-of-two shifts:
     /// `R_k = rot(R_{k - 2^j}, 2^j s_pad)` with `2^j` the top bit of k.
-    pub fn block_rotations(eval: &Evaluator, packing: &Packing, p: &Ciphertext) -> Result<Vec<Ciphertext>> {
+    pub fn block_rotations(
+        eval: &Evaluator,
+        packing: &Packing,
+        p: &Ciphertext,
+    ) -> Result<Vec<Ciphertext>> {
         let mut rots = vec![p.clone()];
         let mut j = 1;
         while j < packing.blocks {

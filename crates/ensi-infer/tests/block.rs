@@ -18,7 +18,8 @@ fn bits(err: f64) -> f64 {
 }
 
 fn run_family(family: Family) {
-    let dir = std::env::temp_dir().join(format!("ensi-block-test-{family:?}-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("ensi-block-test-{family:?}-{}", std::process::id()));
     let model = Arc::new(tiny(family, &dir));
     let approx = EnsiApprox::default();
     let polys = approx.polys().unwrap();
@@ -44,7 +45,9 @@ fn run_family(family: Family) {
     let x = model.embed(&tokens_text).unwrap();
     let cols = encrypt_embeddings(&params, &packing, &sk, &x).unwrap();
     let mut bt = BlockTrace::default();
-    let out = enc_model.block(&ctx, 0, &cols, tokens, Some(&mut bt)).unwrap();
+    let out = enc_model
+        .block(&ctx, 0, &cols, tokens, Some(&mut bt))
+        .unwrap();
     let lt = &trace.layers[0];
     for (name, cts, factor) in &bt.steps {
         let got = decrypt_columns(&params, &sk, cts, tokens, *factor).unwrap();

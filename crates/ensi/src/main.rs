@@ -6,6 +6,7 @@ mod bench_attention;
 mod bench_pcmm;
 mod demo;
 mod model_cmd;
+mod secure;
 
 use clap::{Parser, Subcommand};
 
@@ -19,8 +20,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the built-in model through the encrypted path as far as it is built.
+    /// The whole round on the built-in model: keys, server, encrypted tokens.
     Demo(demo::DemoArgs),
+    /// Client: generate a key directory (secret key 0600, public evaluation keys).
+    Keygen(secure::KeygenArgs),
+    /// Client: tokenize, embed and encrypt a prompt.
+    Encrypt(secure::EncryptArgs),
+    /// Client: decrypt encrypted logits and print the top tokens.
+    Decrypt(secure::DecryptArgs),
+    /// Server side, from files: the encrypted forward pass (no secret key).
+    Infer(secure::InferArgs),
+    /// Server: HTTP API for sessions and encrypted inference.
+    Serve(secure::ServeArgs),
+    /// Client: open a session on a server and generate tokens.
+    Client(secure::ClientArgs),
     /// Run benchmarks and write machine-readable results.
     Bench(bench::BenchArgs),
     /// Model utilities (write the built-in tiny checkpoint, ...).
@@ -36,6 +49,12 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::Keygen(a) => secure::keygen(a),
+        Command::Encrypt(a) => secure::encrypt(a),
+        Command::Decrypt(a) => secure::decrypt(a),
+        Command::Infer(a) => secure::infer(a),
+        Command::Serve(a) => secure::serve(a),
+        Command::Client(a) => secure::client(a),
         Command::Bench(args) => bench::run(args),
         Command::Model(cmd) => model_cmd::model(cmd),
         Command::Run(args) => model_cmd::run(args),

@@ -21,7 +21,7 @@
 //!    `N/2n`) and cancels the rest of `I`, so the polynomial lives in the subring
 //!    that `n` slots see.
 //! 4. **CoeffsToSlots** (`cts_levels` levels): the inverse special FFT, factored
-//!    into butterfly groups ([`dft`]), maps the slots to the coefficients
+//!    into butterfly groups ([`coeffs_to_slots`]), maps the slots to the coefficients
 //!    `y = t / q_0 = I + D m / q_0` (complex: two coefficients per slot, in
 //!    bit-reversed slot order), divided by `2 K'`. A conjugation splits real and
 //!    imaginary parts into two ciphertexts holding `Re y / K'` and `Im y / K'`.
@@ -38,7 +38,13 @@
 //!    result lands at the requested output scale exactly.
 //!
 //! Levels: the output is at `max_level - cts_levels - (ceil(log2(degree + 1)) + r) - stc_levels`
-//! ([`BootstrapConfig::output_level`]).
+//! ([`BootstrapConfig::output_level`]). Every EvalMod level must sit on a prime
+//! of about the EvalMod scale (checked: its power basis squares the scale, so a
+//! smaller prime would make it drift by tens of bits). On `n16-boot`'s chain
+//! (25 levels: CtS 4 on 56-bit primes, EvalMod 8 on 60-bit, StC 3 and 10 more
+//! on 40-bit) that fixes CtS at 4 levels; StC is free: with `stc_levels` 1, as
+//! sparse slots afford, its two spare 40-bit primes become computation levels
+//! and 12 are left instead of 10.
 //!
 //! # The bound K and the failure probability
 //!
@@ -70,6 +76,12 @@
 //! and the noise of EvalMod (amplified by `q_0 / 2 pi D` and by `sqrt(n)` in
 //! SlotsToCoeffs) dominates; with few slots `|u| ~ |z|` and the cubic term
 //! dominates: use the `arcsine` correction, or a smaller input scale `D`.
+//! The arcsine needs two more EvalMod-sized primes, which `insecure-boot-n11`
+//! has and `n16-boot` does not (two more 60-bit primes would exceed the
+//! 128-bit bound); there a smaller `D` is the remedy. Measured with one StC
+//! level (real `|z| <= 1`, largest slot error): `insecure-boot-n12` 2^3 slots
+//! 18 bits at `D = 2^40`, 26 at `2^36`, 27.5 at `2^34`; 2^9 slots 21.5 and
+//! 24.8 bits at `2^40` and `2^36`; `n16-boot` 2^9 slots 21.3 and 23.0 bits.
 //!
 //! # Sparse-secret encapsulation: security
 //!
@@ -131,7 +143,7 @@ pub struct BootstrapConfig {
     pub double_angle: usize,
     /// Degree of the Chebyshev interpolant of the scaled cosine.
     pub cosine_degree: usize,
-    /// log2 of the scale EvalMod works at (close to its primes).
+    /// log2 of the scale EvalMod works at: its primes must be within one bit of it.
     pub eval_mod_log_scale: u32,
     /// Smallest accepted log2(q_0 / input scale).
     pub min_log_message_ratio: f64,
@@ -145,10 +157,12 @@ pub struct BootstrapConfig {
 
 impl BootstrapConfig {
     /// The default shape for `params` (built for the `*-boot` presets): full
-    /// slots, CtS 4 / StC 3 levels from N = 2^14 up (3 / 2 below), `h = 32`,
-    /// `K' = 17` (no failure), 2 double angles after a degree-63 cosine, EvalMod at 2^60.
+    /// slots, CtS 4 / StC 3 levels from N = 2^14 up and on chains as long as
+    /// `n16-boot`'s (`insecure-boot-n12`), 3 / 2 otherwise, `h = 32`, `K' = 17`
+    /// (no failure), 2 double angles after a degree-63 cosine, EvalMod at 2^60.
     pub fn for_params(params: &Parameters) -> Self {
-        let big = params.log_n() >= 14;
+        // 25 = 4 + 8 + 3 + 10: the n16-boot flow (10 levels left) fits.
+        let big = params.log_n() >= 14 || params.max_level() >= 25;
         let h = 32;
         Self {
             log_slots: params.log_slots(),
@@ -167,6 +181,19 @@ impl BootstrapConfig {
     /// The same with another slot count.
     pub fn with_log_slots(mut self, log_slots: u32) -> Self {
         self.log_slots = log_slots;
+        self
+    }
+
+    /// The same with other level budgets for CoeffsToSlots and SlotsToCoeffs.
+    /// Fewer SlotsToCoeffs levels leave more levels after bootstrapping (the
+    /// spare primes become computation levels: `n16-boot` with `stc_levels` 1
+    /// leaves 12) at the price of denser transforms (a group of `g` FFT stages
+    /// has up to `2^(g + 1) - 1` diagonals): more rotations, keys and
+    /// plaintexts. One StC level is the whole FFT, `2^log_slots` diagonals
+    /// encoded at once at the StC level: 3.7 GB for 2^9 slots at `n16-boot`.
+    pub fn with_levels(mut self, cts_levels: usize, stc_levels: usize) -> Self {
+        self.cts_levels = cts_levels;
+        self.stc_levels = stc_levels;
         self
     }
 
@@ -232,6 +259,31 @@ impl BootstrapConfig {
             )));
         }
         self.output_level(params)?;
+        // EvalMod's power basis squares its scale at every level (T_2k ~ T_k^2 / q):
+        // a prime d bits off the EvalMod scale shifts T_32 by 32 d bits, and its
+        // constants end up encoded at a scale below 1 (garbage, not an error).
+        // So every EvalMod level, the arcsine's included, must sit on a prime of
+        // that size: on n16-boot's chain, CoeffsToSlots must keep its 4 levels
+        // and there is no room for the arcsine correction.
+        let start = params.max_level() - self.cts_levels;
+        let wanted = self.eval_mod_log_scale as f64;
+        for level in (start + 1 - self.eval_mod_depth()..=start).rev() {
+            let bits = (params.q()[level] as f64).log2();
+            if (bits - wanted).abs() > 1.0 {
+                return Err(invalid(format!(
+                    "EvalMod at 2^{wanted} would rescale by q_{level} = 2^{bits:.1}: with \
+                     {} CtS levels{} its {} levels need primes of about {wanted} bits \
+                     from level {start} down",
+                    self.cts_levels,
+                    if self.arcsine {
+                        " and the arcsine correction"
+                    } else {
+                        ""
+                    },
+                    self.eval_mod_depth()
+                )));
+            }
+        }
         Ok(())
     }
 

@@ -54,8 +54,11 @@ pub(crate) fn secret_poly(params: &Parameters, coeffs: &[i64]) -> RnsPoly {
 /// With `q_limbs < q_count` only the digits of level `q_limbs - 1` are made
 /// and every Q limb at or above `q_limbs` is zero in both parts: the key is then
 /// an RLWE sample modulo `q_0 ... q_{q_limbs-1} P` only, and carries nothing
-/// about the secrets modulo the other primes. Such a key is not
-/// seed-compressed (its `a` is stored).
+/// about the secrets modulo the other primes. Such a key (bootstrapping does
+/// not use one at present) is not seed-compressed: its seed is all zeros, so
+/// serialization stores its `a`; truncate it to level `q_limbs - 1` first
+/// (`SwitchingKey::truncate_to_level`), since a reader expects the digits
+/// of the limbs it finds.
 pub(crate) fn gen_switching_key_between(
     params: &Parameters,
     sampler: &mut Sampler,
@@ -136,7 +139,7 @@ pub(crate) fn gen_encapsulation_key(
     let mut s_from = ring.from_signed(&dense, 1, 0);
     ring.ntt(&mut s_from);
     let seed = sampler.seed();
-    let a = Sampler::from_seed(seed, 0).uniform_poly(ring, 1, 1);
+    let a = expand_encapsulation_a(params, seed);
     let mut b = ring.from_signed(&sampler.gaussian(ring.n()), 1, 1);
     ring.ntt(&mut b);
     let mut t = a.clone();
@@ -154,6 +157,13 @@ pub(crate) fn gen_encapsulation_key(
         a: vec![a],
         seed,
     })
+}
+
+/// The uniform `a` of an encapsulation key (over q_0 and p_0), expanded from
+/// its seed: the key is published seeded like every other switching key
+/// (`a` is public and uniform either way), so it travels as the seed and `b`.
+pub(crate) fn expand_encapsulation_a(params: &Parameters, seed: [u8; 32]) -> RnsPoly {
+    Sampler::from_seed(seed, 0).uniform_poly(params.ring(), 1, 1)
 }
 
 /// Switches a level-0 ciphertext with an encapsulation key (two primes, q_0
