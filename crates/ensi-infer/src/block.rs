@@ -351,8 +351,7 @@ impl EncryptedModel {
         let eval = ctx.eval();
         let cfg = self.model.config();
         let w = &self.model.layers()[layer];
-        let pk = &ctx.packing;
-        let (s_pad, hd) = (pk.tokens_pad, cfg.head_dim);
+        let hd = cfg.head_dim;
         let residual_scale = x[0].scale();
         let mut record = |name: &'static str, cts: &[Ciphertext], f: f64| {
             if let Some(t) = trace.as_deref_mut() {
@@ -457,7 +456,6 @@ impl EncryptedModel {
                 out[0].level()
             )));
         }
-        let _ = s_pad;
         Ok(out)
     }
 
