@@ -29,7 +29,7 @@
 //! range factor) is folded into a plaintext or constant product that happens
 //! anyway; see the comments at each step.
 
-use crate::packing::{pack, relabel, Packing, Unpacker};
+use crate::packing::{pack, relabel, Layout, Packing, Unpacker};
 use crate::pcmm::ternary_pcmm_columns;
 use crate::{InferError, Result};
 use ensi_ckks::circuits::bootstrap::{BootstrapConfig, BootstrapKeys, Bootstrapper};
@@ -60,8 +60,18 @@ pub fn generate_keys(
     packing: &Packing,
     sk: &SecretKey,
 ) -> Result<BootstrapKeys> {
+    generate_keys_with_steps(params, packing, sk, packing.rotation_steps())
+}
+
+/// Bootstrapping keys plus Galois keys for `extra` rotation steps, those
+/// truncated to the bootstrap's output level unless bootstrapping uses them.
+pub(crate) fn generate_keys_with_steps(
+    params: &Parameters,
+    packing: &Packing,
+    sk: &SecretKey,
+    extra: Vec<i64>,
+) -> Result<BootstrapKeys> {
     let cfg = bootstrap_config(params, packing);
-    let extra = packing.rotation_steps();
     let mut keys = BootstrapKeys::generate(params, &cfg, sk, &extra)?;
     // The model's own rotations all happen at or below the bootstrap's output level.
     // (Keys bootstrapping also uses keep their own truncation.)
@@ -83,7 +93,8 @@ pub struct ServerContext {
     packing: Packing,
     boot: Bootstrapper,
     encoder: Encoder,
-    unpacker: Unpacker,
+    /// Column layout only: the dense layout never unpacks.
+    unpacker: Option<Unpacker>,
     stats: Stats,
 }
 
@@ -92,7 +103,15 @@ impl ServerContext {
     pub fn new(params: &Parameters, packing: Packing, keys: BootstrapKeys) -> Result<Self> {
         let boot = Bootstrapper::new(params, bootstrap_config(params, &packing), keys)?;
         let encoder = Encoder::new(params);
-        let unpacker = Unpacker::new(boot.evaluator(), &encoder, packing, boot.output_level())?;
+        let unpacker = match packing.layout {
+            Layout::Columns => Some(Unpacker::new(
+                boot.evaluator(),
+                &encoder,
+                packing,
+                boot.output_level(),
+            )?),
+            Layout::Dense => None,
+        };
         Ok(Self {
             params: params.clone(),
             packing,
@@ -127,12 +146,38 @@ impl ServerContext {
         }
     }
 
-    fn bootstrap(&self, ct: &Ciphertext) -> Result<Ciphertext> {
+    pub(crate) fn bootstrap(&self, ct: &Ciphertext) -> Result<Ciphertext> {
         let t = Instant::now();
         let out = self.boot.bootstrap(ct)?;
         self.stats.bootstraps.fetch_add(1, Ordering::Relaxed);
         self.stats.record("bootstrap", t.elapsed(), 0);
         Ok(out)
+    }
+
+    /// The encoder.
+    pub(crate) fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    /// Records one timed step.
+    pub(crate) fn record(&self, name: &'static str, time: Duration, levels: usize) {
+        self.stats.record(name, time, levels);
+    }
+
+    /// See [`Bootstrapper::fit_range`].
+    pub(crate) fn fit_for_bootstrap(&self, ct: &Ciphertext, bound: f64) -> Result<Ciphertext> {
+        Ok(self.boot.fit_range(ct, bound)?)
+    }
+
+    /// See [`Bootstrapper::max_input_scale`].
+    pub(crate) fn max_input_scale(&self) -> f64 {
+        self.boot.max_input_scale()
+    }
+
+    fn unpacker(&self) -> Result<&Unpacker> {
+        self.unpacker
+            .as_ref()
+            .ok_or_else(|| InferError::Shape("the dense layout has no column unpacking".into()))
     }
 }
 
@@ -220,6 +265,11 @@ impl EncryptedModel {
         &self.model
     }
 
+    /// The approximation polynomials (shared with the twin).
+    pub fn polys(&self) -> &ApproxPolys {
+        &self.polys
+    }
+
     /// The packing this model uses for `max_tokens` at `params`.
     pub fn packing(&self, params: &Parameters, max_tokens: usize) -> Result<Packing> {
         Packing::new(max_tokens, self.model.config().hidden_size, params.log_n())
@@ -229,14 +279,14 @@ impl EncryptedModel {
     /// holds for every RMSNorm output (one feature's square is at most the sum of
     /// squares), so `K y` with `K` the inverse of that bound (plus a margin for the
     /// inverse square root's error) is inside the bootstrap's input range.
-    fn pack_factor(&self, gamma: &[f64]) -> f64 {
+    pub(crate) fn pack_factor(&self, gamma: &[f64]) -> f64 {
         let g = gamma.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
         1.0 / (1.05 * (gamma.len() as f64).sqrt() * g)
     }
 
     /// `B_v`: the inverse square root runs on `v / B_v`, whose interval then has
     /// width 2, so the polynomial's input map is a shift (no level).
-    fn inv_sqrt_div(&self) -> f64 {
+    pub(crate) fn inv_sqrt_div(&self) -> f64 {
         let g = &self.polys.inv_sqrt_guess;
         (g.b - g.a) / 2.0
     }
@@ -247,14 +297,30 @@ impl EncryptedModel {
     fn inv_rms(&self, ctx: &ServerContext, ss: &Ciphertext, width: usize) -> Result<Ciphertext> {
         let eval = ctx.eval();
         let bv = self.inv_sqrt_div();
-        let g = &self.polys.inv_sqrt_guess;
         // ss / (2 B_v width) <= v_max / (2 B_v) <= 1 for v in the interval.
         let bound = 2.0 * bv * width as f64;
         let packed = relabel(ss, ctx.packing.packed_log_slots());
         // Divide by the bound and land below the bootstrap's largest input scale.
         let fitted =
             mul_const_to_scale(eval, &packed, 1.0 / bound, ctx.boot.max_input_scale() / 2.0)?;
-        let fresh = ctx.bootstrap(&fitted)?;
+        Ok(relabel(
+            &self.inv_rms_of_fitted(ctx, &fitted)?,
+            ctx.packing.column_log_slots(),
+        ))
+    }
+
+    /// `sqrt(B_v) / sqrt(mean + eps)` from `ss / (2 B_v width)` already in the
+    /// bootstrap's input range (packed slot count): bootstrap, then the guess
+    /// and Newton steps on fresh levels. Packed slot count out.
+    pub(crate) fn inv_rms_of_fitted(
+        &self,
+        ctx: &ServerContext,
+        fitted: &Ciphertext,
+    ) -> Result<Ciphertext> {
+        let eval = ctx.eval();
+        let bv = self.inv_sqrt_div();
+        let g = &self.polys.inv_sqrt_guess;
+        let fresh = ctx.bootstrap(fitted)?;
         let t = Instant::now();
         // v / B_v = 2 * (ss / (2 B_v width)) + eps / B_v.
         let v = eval.add_const(
@@ -272,7 +338,7 @@ impl EncryptedModel {
         let (r, _) = PolynomialEvaluator::new(eval).inv_sqrt(&v, &f)?;
         ctx.stats
             .record("inv_sqrt", t.elapsed(), fresh.level() - r.level());
-        Ok(relabel(&r, ctx.packing.column_log_slots()))
+        Ok(r)
     }
 
     /// Main RMSNorm with its two bootstraps: returns the packed, refreshed
@@ -362,7 +428,7 @@ impl EncryptedModel {
         // ---- Attention ----
         let (p, k_pack) = self.norm_refresh(ctx, x, &w.input_norm)?;
         let t = Instant::now();
-        let y = ctx.unpacker.unpack(eval, &p)?;
+        let y = ctx.unpacker()?.unpack(eval, &p)?;
         ctx.stats.record("unpack", t.elapsed(), 1);
         record("attn_norm", &y, 1.0 / k_pack);
         let t = Instant::now();
@@ -412,7 +478,7 @@ impl EncryptedModel {
         // ---- MLP ----
         let (p, k_pack) = self.norm_refresh(ctx, &after_attn, &w.post_attention_norm)?;
         let t = Instant::now();
-        let y = ctx.unpacker.unpack(eval, &p)?;
+        let y = ctx.unpacker()?.unpack(eval, &p)?;
         ctx.stats.record("unpack", t.elapsed(), 1);
         record("mlp_norm", &y, 1.0 / k_pack);
         let t = Instant::now();
@@ -620,6 +686,15 @@ impl EncryptedModel {
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<EncryptedLogits> {
         let cfg = self.model.config();
+        if ctx.packing.layout == Layout::Dense {
+            return match <[Ciphertext; 1]>::try_from(x) {
+                Ok([x]) => self.dense_forward(ctx, x, tokens, progress),
+                Err(x) => Err(InferError::Shape(format!(
+                    "{} input ciphertexts; the dense layout takes one",
+                    x.len()
+                ))),
+            };
+        }
         if x.len() != cfg.hidden_size || tokens == 0 || tokens > ctx.packing.tokens_pad {
             return Err(InferError::Shape(format!(
                 "{} input columns for {} tokens; the model needs {} columns and at most {} tokens",
@@ -663,10 +738,25 @@ impl EncryptedModel {
         x: &[Ciphertext],
         tokens: usize,
     ) -> Result<EncryptedLogits> {
+        let (p, k_pack) = self.norm_refresh(ctx, x, self.model.final_norm())?;
+        let ones = vec![1.0; self.model.config().hidden_size];
+        self.lm_head(ctx, &p, k_pack, &ones, tokens)
+    }
+
+    /// The LM head on position `tokens - 1` of the packed normed state `p`
+    /// (`K y`, column c in block c, times `gains[c]` still to apply: the
+    /// final norm's gamma in the dense layout, ones in the column layout).
+    pub(crate) fn lm_head(
+        &self,
+        ctx: &ServerContext,
+        p: &Ciphertext,
+        k_pack: f64,
+        gains: &[f64],
+        tokens: usize,
+    ) -> Result<EncryptedLogits> {
         let eval = ctx.eval();
         let cfg = self.model.config();
         let pk = &ctx.packing;
-        let (p, k_pack) = self.norm_refresh(ctx, x, self.model.final_norm())?;
         let t = Instant::now();
         let s_pad = pk.tokens_pad;
         let last = tokens - 1;
@@ -680,7 +770,7 @@ impl EncryptedModel {
         let pt = ctx
             .encoder
             .encode_real(&sel, level, q, pk.packed_log_slots())?;
-        let mut z = eval.rescale(&eval.mul_plain(&p, &pt)?)?;
+        let mut z = eval.rescale(&eval.mul_plain(p, &pt)?)?;
         // Spread it over the s_pad positions to its left: position i of block c
         // then holds h_c for i <= last and h_{c+1} for i > last.
         let mut m = 1;
@@ -710,7 +800,7 @@ impl EncryptedModel {
                     let j = chunk * per_chunk + p_idx * s_pad + i;
                     let col = (blk + usize::from(i > last)) % pk.blocks;
                     if j < vocab && col < hidden {
-                        *w = f64::from(head[j * hidden + col]);
+                        *w = f64::from(head[j * hidden + col]) * gains[col];
                     }
                 }
                 let pt = ctx.encoder.encode_real(&wv, level, q, full)?;
@@ -760,7 +850,7 @@ impl EncryptedModel {
 /// `c * ct`, rescaled, with the result's scale exactly `target`: the constant
 /// is encoded at the scale that makes it so (the scale drift of earlier
 /// rescales is absorbed where a product happens anyway).
-fn mul_const_to_scale(
+pub(crate) fn mul_const_to_scale(
     eval: &Evaluator,
     ct: &Ciphertext,
     c: f64,

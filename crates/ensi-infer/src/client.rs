@@ -2,13 +2,14 @@
 //! column layout, decrypt the logits. The secret key lives here and only here.
 
 use crate::block::{EncryptedLogits, EncryptedModel, RESIDUAL_LEVEL};
-use crate::packing::Packing;
+use crate::dense_model::encrypt_dense;
+use crate::packing::{Layout, Packing};
 use crate::{InferError, Result};
 use ensi_ckks::{Ciphertext, Decryptor, Encoder, Encryptor, Parameters, SecretKey};
 use ensi_model::Matrix;
 
 /// Encrypts embedded tokens (tokens x hidden) as hidden columns at the
-/// residual level. Padding rows (up to the packing's power of two) repeat the
+/// residual level (or, in the dense layout, as one ciphertext: [`encrypt_dense`]). Padding rows (up to the packing's power of two) repeat the
 /// last token, so every padded position stays inside the polynomials'
 /// intervals; the causal mask keeps real positions from ever reading them.
 pub fn encrypt_embeddings(
@@ -23,6 +24,9 @@ pub fn encrypt_embeddings(
             "{tokens} x {hidden} embeddings for a packing of at most {} tokens x {}",
             packing.tokens_pad, packing.hidden
         )));
+    }
+    if packing.layout == Layout::Dense {
+        return Ok(vec![encrypt_dense(params, packing, sk, x)?]);
     }
     let encoder = Encoder::new(params);
     let mut enc = Encryptor::with_secret_key(params, sk);

@@ -13,6 +13,7 @@ pub mod attention;
 pub mod block;
 pub mod client;
 pub mod dense;
+pub mod dense_model;
 pub mod layout;
 pub mod packing;
 pub mod pcmm;

@@ -23,6 +23,38 @@ use crate::{InferError, Result};
 use ensi_ckks::{Ciphertext, Encoder, Evaluator, Plaintext};
 use rayon::prelude::*;
 
+/// Which layout the hidden state travels in between the client and the server
+/// and through the blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// ENSI's column layout: one ciphertext per feature column.
+    Columns,
+    /// The dense column-block layout: the whole hidden state in one
+    /// ciphertext, column c in block c (see [`crate::dense_model`]).
+    Dense,
+}
+
+impl Layout {
+    /// The name used on the command line, in key directories and server info.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Columns => "columns",
+            Layout::Dense => "dense",
+        }
+    }
+
+    /// Parses [`Layout::name`].
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "columns" => Ok(Layout::Columns),
+            "dense" => Ok(Layout::Dense),
+            other => Err(InferError::Shape(format!(
+                "unknown layout {other:?} (expected \"dense\" or \"columns\")"
+            ))),
+        }
+    }
+}
+
 /// Sizes of the two packings for a model width and a maximum token count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Packing {
@@ -32,6 +64,8 @@ pub struct Packing {
     pub hidden: usize,
     /// Blocks of the packed ciphertext: `hidden` rounded up to a power of two.
     pub blocks: usize,
+    /// The layout of the hidden state ([`Layout::Columns`] from [`Packing::new`]).
+    pub layout: Layout,
 }
 
 impl Packing {
@@ -53,6 +87,7 @@ impl Packing {
             tokens_pad,
             hidden,
             blocks,
+            layout: Layout::Columns,
         })
     }
 
