@@ -2,12 +2,14 @@
 //! (`ensi-ckks`, which knows nothing of transformers) and the model
 //! (`ensi-model`, which knows nothing of encryption).
 //!
-//! Built so far: ENSI's column-wise packing of a hidden state, the
-//! multiplication-free ternary PCMM over it and the conventional PCMM it is
-//! compared with ([`layout`], [`pcmm`]), and the attention nonlinearity both
-//! ways: sigmoid and the conventional HE softmax ([`attention`]). The
-//! encrypted attention, RMSNorm with bootstrapping, MLP and the whole model
-//! come with later issues; see docs/ARCHITECTURE.md.
+//! The encrypted model runs in one of two layouts of the hidden state
+//! ([`packing::Layout`]): the dense column-block layout, the default where it
+//! fits ([`dense_model`]: the whole state in one ciphertext, projections as
+//! block maps, every nonlinearity once per block), and ENSI's column layout
+//! ([`block`]: one ciphertext per feature column, multiplication-free ternary
+//! PCMM). Beside them: the conventional PCMM and HE softmax the paper compares
+//! with ([`pcmm`], [`attention`]), the client's encryption and decryption
+//! ([`client`]) and the wire format ([`wire`]). See docs/ARCHITECTURE.md.
 
 pub mod attention;
 pub mod block;
