@@ -150,8 +150,8 @@ impl DenseShape {
         let s = self.s as i64;
         let mut steps = packing.rotation_steps();
         // Block maps (baby and giant steps) for every input width.
-        for bi in [self.d, self.ff, self.big()] {
-            let n1 = baby_steps(bi);
+        for (bi, maps) in [(self.d, 3), (self.d, 2), (self.ff, 1), (self.big(), 1)] {
+            let n1 = baby_steps(bi, maps);
             steps.extend((1..n1).map(|j| j as i64 * s));
             steps.extend((1..bi.div_ceil(n1)).map(|g| (g * n1) as i64 * s));
         }
@@ -171,31 +171,60 @@ impl DenseShape {
     }
 }
 
-/// Baby steps for `diagonals` block diagonals: about the square root, a power of two.
-fn baby_steps(diagonals: usize) -> usize {
-    1usize << diagonals.trailing_zeros().div_ceil(2)
+/// Baby steps for `diagonals` block diagonals shared by `maps` block maps of
+/// the same input: the power of two minimizing the rotations, a hoisted baby
+/// rotation counted as 0.6 of a giant one (its decomposition is shared).
+fn baby_steps(diagonals: usize, maps: usize) -> usize {
+    let mut best = (f64::INFINITY, 1);
+    let mut n1 = 1;
+    while n1 <= diagonals {
+        let cost = 0.6 * (n1 - 1) as f64 + (maps * (diagonals.div_ceil(n1) - 1)) as f64;
+        if cost < best.0 {
+            best = (cost, n1);
+        }
+        n1 *= 2;
+    }
+    best.1
 }
+
+/// A block map's weight: `w(output block, input block, token)`.
+pub type BlockWeight<'a> = &'a (dyn Fn(usize, usize, usize) -> f64 + Sync);
 
 /// `y[ob][t] = sum_ib w(ob, ib, t) x[ib][t]`: x in `bi` blocks of `s` slots
 /// (the ciphertext has `bi s` slots), y in `bo` blocks, one level, the input's scale.
-///
-/// The diagonal method over blocks with `B = max(bi, bo)` working blocks (an
-/// input with fewer blocks is read as its period repeated; an output with
-/// fewer is computed in every period): `y = sum_k D_k (.) rot(x, k s)`,
-/// `D_k[b][t] = w(b mod bo, (b + k) mod bi, t)`, k in 0..bi. Baby-step
-/// giant-step with k = g n1 + j: the n1 baby rotations share one decomposition,
-/// each giant step costs one rotation, the diagonals are pre-rotated in the
-/// clear and encoded one at a time (their memory is never all held at once).
+/// See [`block_maps`].
 pub fn block_map(
     ctx: &ServerContext,
     x: &Ciphertext,
     s: usize,
     bi: usize,
     bo: usize,
-    w: &(dyn Fn(usize, usize, usize) -> f64 + Sync),
+    w: BlockWeight,
 ) -> Result<Ciphertext> {
+    let mut out = block_maps(ctx, x, s, bi, &[(bo, w)])?;
+    Ok(out.remove(0))
+}
+
+/// Several block maps of the same input, `(bo, w)` each, sharing its baby
+/// rotations.
+///
+/// The diagonal method over blocks with `B = max(bi, bo)` working blocks (an
+/// input with fewer blocks is read as its period repeated; an output with
+/// fewer is computed in every period): `y = sum_k D_k (.) rot(x, k s)`,
+/// `D_k[b][t] = w(b mod bo, (b + k) mod bi, t)`, k in 0..bi. Baby-step
+/// giant-step with k = g n1 + j: the n1 baby rotations share one decomposition
+/// (and every map), each giant step costs one rotation, the diagonals are
+/// pre-rotated in the clear and encoded one at a time (their memory is never
+/// all held at once).
+pub fn block_maps(
+    ctx: &ServerContext,
+    x: &Ciphertext,
+    s: usize,
+    bi: usize,
+    maps: &[(usize, BlockWeight)],
+) -> Result<Vec<Ciphertext>> {
     let eval = ctx.eval();
-    if x.log_slots() as usize != (bi * s).trailing_zeros() as usize || x.level() == 0 {
+    if x.log_slots() != (bi * s).trailing_zeros() || x.level() == 0 {
         return Err(InferError::Shape(format!(
             "block map input has 2^{} slots at level {}, expected {bi} blocks of {s} slots \
              at level >= 1",
@@ -203,10 +232,11 @@ pub fn block_map(
             x.level()
         )));
     }
-    let bw = bi.max(bo);
-    let lw = (bw * s).trailing_zeros();
-    let x = relabel(x, lw);
-    let n1 = baby_steps(bi);
+    let bw_max = maps.iter().map(|m| m.0).max().unwrap_or(bi).max(bi);
+    // Babies at the widest working slot count: a periodic vector read with
+    // more slots is the same ciphertext, so every map can relabel them.
+    let x = relabel(x, (bw_max * s).trailing_zeros());
+    let n1 = baby_steps(bi, maps.len());
     let giants = bi.div_ceil(n1);
     let steps: Vec<i64> = (1..n1).map(|j| (j * s) as i64).collect();
     let mut babies = vec![x.clone()];
@@ -214,9 +244,15 @@ pub fn block_map(
     let level = x.level();
     let pt_scale = eval.params().q()[level] as f64;
     let encoder = ctx.encoder();
-    let parts: Vec<Option<Ciphertext>> = (0..giants)
-        .into_par_iter()
-        .map(|g| {
+    let tasks: Vec<(usize, usize)> = (0..maps.len())
+        .flat_map(|m| (0..giants).map(move |g| (m, g)))
+        .collect();
+    let parts: Vec<Option<Ciphertext>> = tasks
+        .par_iter()
+        .map(|&(m, g)| {
+            let (bo, w) = maps[m];
+            let bw = bi.max(bo);
+            let lw = (bw * s).trailing_zeros();
             let shift = g * n1;
             let mut acc: Option<Ciphertext> = None;
             let mut buf = vec![0.0; bw * s];
@@ -237,7 +273,7 @@ pub fn block_map(
                     continue;
                 }
                 let pt = encoder.encode_real(&buf, level, pt_scale, lw)?;
-                let term = eval.mul_plain(baby, &pt)?;
+                let term = eval.mul_plain(&relabel(baby, lw), &pt)?;
                 match acc.as_mut() {
                     Some(a) => eval.add_assign(a, &term)?,
                     None => acc = Some(term),
@@ -249,14 +285,19 @@ pub fn block_map(
             }
         })
         .collect::<Result<_>>()?;
-    let mut it = parts.into_iter().flatten();
-    let mut y = it
-        .next()
-        .ok_or_else(|| InferError::Shape("block map with an all-zero weight".into()))?;
-    for p in it {
-        eval.add_assign(&mut y, &p)?;
-    }
-    Ok(relabel(&eval.rescale(&y)?, (bo * s).trailing_zeros()))
+    let mut parts = parts.into_iter();
+    maps.iter()
+        .map(|&(bo, _)| {
+            let mut it = parts.by_ref().take(giants).flatten();
+            let mut y = it
+                .next()
+                .ok_or_else(|| InferError::Shape("block map with an all-zero weight".into()))?;
+            for p in it {
+                eval.add_assign(&mut y, &p)?;
+            }
+            Ok(relabel(&eval.rescale(&y)?, (bo * s).trailing_zeros()))
+        })
+        .collect()
 }
 
 /// `x + rot(x, step) + rot(x, 2 step) + ...` over `count` (a power of two)
@@ -401,30 +442,35 @@ impl EncryptedModel {
         let std_in = |i: usize| i < cfg.hidden_size;
         let t0 = Instant::now();
         let qa = w.q_proj.scale() / k_norm * q_factor;
-        let q_big = block_map(ctx, &y, s, sh.d, sh.big(), &|ob, i, t| {
+        let wq = |ob: usize, i: usize, t: usize| {
             let (j, h, _) = sh.big_index(ob);
             if !std_in(i) {
                 return 0.0;
             }
             qa * gamma[i] * rope_weight(&w.q_proj, h * hd, j, i, t)
-        })?;
+        };
         let ka = w.k_proj.scale() / k_norm;
-        let k_rep = block_map(ctx, &y, s, sh.d, sh.big(), &|ob, i, t| {
+        let wk = |ob: usize, i: usize, t: usize| {
             let (j, h, _) = sh.big_index(ob);
             if !std_in(i) {
                 return 0.0;
             }
             ka * gamma[i] * rope_weight(&w.k_proj, (h / sh.group) * hd, j, i, t)
-        })?;
+        };
         let va = w.v_proj.scale() / k_norm;
-        let v_rep = block_map(ctx, &y, s, sh.d, sh.big(), &|ob, i, _| {
+        let wv = |ob: usize, i: usize, _t: usize| {
             let (j, h, _) = sh.big_index(ob);
             if !std_in(i) {
                 return 0.0;
             }
             let row = (h / sh.group) * hd + j;
             va * gamma[i] * f64::from(w.v_proj.values()[row * w.v_proj.cols() + i])
-        })?;
+        };
+        let big = sh.big();
+        let [q_big, k_rep, v_rep]: [Ciphertext; 3] =
+            block_maps(ctx, &y, s, sh.d, &[(big, &wq), (big, &wk), (big, &wv)])?
+                .try_into()
+                .map_err(|_| InferError::Shape("three projections".into()))?;
         ctx.record("qkv_map", t0.elapsed(), 1);
 
         let t0 = Instant::now();
@@ -490,12 +536,16 @@ impl EncryptedModel {
         record("mlp_norm", &y, 1.0 / k_norm, Some(gamma));
         let t0 = Instant::now();
         let (ga, ua) = (w.gate_proj.scale() / k_norm, w.up_proj.scale() / k_norm);
-        let gate = block_map(ctx, &y, s, sh.d, sh.ff, &|o, i, _| {
+        let wg = |o: usize, i: usize, _t: usize| {
             ternary_weight(&w.gate_proj, o, i) * ga * gamma.get(i).copied().unwrap_or(0.0)
-        })?;
-        let up = block_map(ctx, &y, s, sh.d, sh.ff, &|o, i, _| {
+        };
+        let wu = |o: usize, i: usize, _t: usize| {
             ternary_weight(&w.up_proj, o, i) * ua * gamma.get(i).copied().unwrap_or(0.0)
-        })?;
+        };
+        let [gate, up]: [Ciphertext; 2] =
+            block_maps(ctx, &y, s, sh.d, &[(sh.ff, &wg), (sh.ff, &wu)])?
+                .try_into()
+                .map_err(|_| InferError::Shape("two projections".into()))?;
         ctx.record("gate_up_map", t0.elapsed(), 1);
         let t0 = Instant::now();
         let act = self.polys().activation(cfg.activation);

@@ -16,18 +16,20 @@ fn bits(err: f64) -> f64 {
 }
 
 fn run_family(family: Family) {
+    run(family, "insecure-boot-n12", 4, true);
+}
+
+/// One block (and, if `whole`, the whole model) at `preset` against the twin.
+fn run(family: Family, preset: &str, max_tokens: usize, whole: bool) {
     let dir =
         std::env::temp_dir().join(format!("ensi-dense-test-{family:?}-{}", std::process::id()));
     ensi_model::write_tiny(&dir, &TinyOptions::new(family, 0)).unwrap();
     let model = Arc::new(BitNetModel::load(&dir).unwrap());
     let approx = EnsiApprox::default();
     let enc_model = EncryptedModel::new(model.clone(), approx.polys().unwrap());
-    let params = ParametersLiteral::preset("insecure-boot-n12")
-        .unwrap()
-        .build()
-        .unwrap();
+    let params = ParametersLiteral::preset(preset).unwrap().build().unwrap();
     let cfg = model.config();
-    let packing = choose_packing(cfg, &params, 4, None).unwrap();
+    let packing = choose_packing(cfg, &params, max_tokens, None).unwrap();
     assert_eq!(packing.layout, Layout::Dense, "the default where it fits");
     let sk = KeyGenerator::new(&params).gen_secret_key();
     let keys = generate_model_keys(&params, cfg, &packing, &sk).unwrap();
@@ -117,6 +119,13 @@ fn run_family(family: Family) {
     assert!(bits(err / scale) > 10.0);
     assert_eq!(argmax(&logits), argmax(want));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The 128-bit preset: one block of the tiny 1bitLLM model at n16-boot
+/// (N = 2^16), 4 token slots. A few minutes on two cores, about 8 GB.
+#[test]
+fn dense_block_matches_the_twin_at_128_bits() {
+    run(Family::OneBitLlm, "n16-boot", 4, false);
 }
 
 #[test]
