@@ -3,9 +3,10 @@
 //!
 //! Prints key generation time, key sizes (in memory and serialized, written to
 //! and read back from a file with the streaming API), then the time and
-//! precision of one bootstrap on 1 and on 2 threads. Needs about 12 GB of
-//! memory (the keys, ~4 GB, and the one-level SlotsToCoeffs' 512 encoded
-//! diagonals, ~3.7 GB) and a few minutes: run it alone, in release mode:
+//! precision of one bootstrap on 1 and on 2 threads, with the time of each
+//! phase ([`Bootstrapper::bootstrap_timed`]) and the peak memory. Needs about
+//! 6 GB of memory (the keys, ~4 GB; before sparse packing and compact
+//! diagonals, 12 GB) and a few minutes: run it alone, in release mode:
 //!
 //! `cargo run --release -p ensi-ckks --example boot_sparse [KEY_FILE]`
 use ensi_ckks::circuits::bootstrap::{BootstrapConfig, BootstrapKeys, Bootstrapper};
@@ -24,6 +25,21 @@ fn cpu_seconds() -> f64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak resident memory of this process in GiB (VmHWM, from /proc; 0 elsewhere).
+fn peak_rss_gib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 2f64.powi(20))
+}
+
+/// Restarts the peak-memory count (Linux: "5" to clear_refs resets VmHWM).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 fn gib(bytes: u64) -> f64 {
@@ -84,7 +100,16 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     println!("read_from: {:.1} s", t.elapsed().as_secs_f64());
     std::fs::remove_file(&path)?;
 
+    let t = Instant::now();
     let bt = Bootstrapper::new(&params, config, keys)?;
+    println!(
+        "Bootstrapper::new: {:.2} s, {} bytes of diagonals encoded once ({:.1} MiB); peak memory so far {:.2} GiB",
+        t.elapsed().as_secs_f64(),
+        bt.encoded_bytes(),
+        bt.encoded_bytes() as f64 / 2f64.powi(20),
+        peak_rss_gib()
+    );
+    reset_peak_rss();
     let encoder = Encoder::new(&params);
     let dec = Decryptor::new(&sk);
     let mut enc = Encryptor::with_secret_key(&params, &sk);
@@ -104,7 +129,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             .num_threads(threads)
             .build()?;
         let (t, cpu) = (Instant::now(), cpu_seconds());
-        let out = pool.install(|| bt.bootstrap(&ct))?;
+        let (out, phases) = pool.install(|| bt.bootstrap_timed(&ct))?;
         let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - cpu);
         let got = encoder.decode(&dec.decrypt(&out)?);
         let (mut max, mut sum) = (0f64, 0f64);
@@ -121,6 +146,19 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             out.level(),
             out.scale().log2()
         );
+        println!(
+            "  phases (wall): ModRaise + trace {:.2} s, CtS {:.2} s, EvalMod {:.2} s, StC {:.2} s \
+             (of CtS + StC: encoding diagonals {:.2} s)",
+            phases.mod_raise.as_secs_f64(),
+            phases.coeffs_to_slots.as_secs_f64(),
+            phases.eval_mod.as_secs_f64(),
+            phases.slots_to_coeffs.as_secs_f64(),
+            phases.encoding.as_secs_f64()
+        );
     }
+    println!(
+        "peak memory during the bootstraps (keys included): {:.2} GiB",
+        peak_rss_gib()
+    );
     Ok(())
 }

@@ -183,3 +183,64 @@ fn eval_mod_off_its_primes_is_refused() {
         assert!(matches!(err, CkksError::InvalidParameters(_)));
     }
 }
+
+/// Sparse packing (`2n <= N/2`): real and imaginary parts share one EvalMod
+/// on `2n` slots. The largest sparse count at N = 2^12 (2^10, so `2n = N/2`)
+/// with one and with three StC levels, and the smallest (one slot, whose
+/// coefficients are large: a smaller input scale, as for 2^3 slots).
+#[test]
+fn sparse_packing_largest_and_smallest_slot_counts() {
+    let s = setup();
+    let base = BootstrapConfig::for_params(&s.params).with_log_slots(10);
+    let steps = ensi_ckks::circuits::bootstrap::rotation_steps(&s.params, &base).unwrap();
+    assert!(steps.contains(&(1 << 10)), "the recombination rotates by n");
+    for (cfg, left, log_d, min_bits) in [
+        (base.clone().with_levels(4, 1), 12, 40, 21.0),
+        (base.clone(), 10, 40, 21.0),
+        (
+            base.clone().with_log_slots(0).with_levels(4, 1),
+            12,
+            34,
+            22.0,
+        ),
+    ] {
+        let bt = bootstrapper(&s, cfg);
+        assert_eq!(bt.output_level(), left);
+        assert!(run(&s, &bt, log_d, 11) >= min_bits);
+    }
+}
+
+/// One CoeffsToSlots and one SlotsToCoeffs level (the whole FFT in one
+/// transform each way) on a chain built for it at N = 2^11 (NOT secure),
+/// up to the largest sparse count there (2^9, `2n = N/2`).
+#[test]
+fn sparse_packing_one_cts_and_one_stc_level() {
+    let mut lit = ParametersLiteral::preset("insecure-boot-n11").unwrap();
+    lit.name = "insecure-boot-n11-cts1".into();
+    // q_0, 2 levels left, StC 1 (40 bits), EvalMod 8 (60), CtS 1 (56).
+    lit.q_bits = std::iter::once(48)
+        .chain([40; 3])
+        .chain([60; 8])
+        .chain([56])
+        .collect();
+    let params = lit.build().unwrap();
+    let sk = KeyGenerator::new(&params).gen_secret_key();
+    let s = Setup {
+        encoder: Encoder::new(&params),
+        dec: Decryptor::new(&sk),
+        sk,
+        params,
+    };
+    for log_slots in [4u32, 9] {
+        let cfg = BootstrapConfig::for_params(&s.params)
+            .with_log_slots(log_slots)
+            .with_levels(1, 1);
+        let bt = bootstrapper(&s, cfg);
+        assert_eq!(bt.output_level(), 2);
+        assert!(run(&s, &bt, 36, 12 + log_slots as u64) >= 20.0);
+        // The pair runs at the default scale 2^40: few slots are limited by
+        // the sine's cubic term there (see `few_slots_one_stc_level`).
+        let pair_bits = if log_slots < 8 { 15.0 } else { 18.0 };
+        assert!(run_pair(&s, &bt, 13) >= pair_bits);
+    }
+}

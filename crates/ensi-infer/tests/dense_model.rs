@@ -91,6 +91,10 @@ fn run(family: Family, preset: &str, max_tokens: usize, whole: bool) {
         stats.bootstraps, 6,
         "6 bootstraps per block, all in RMSNorms"
     );
+    if !whole {
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
 
     let logits_ct = enc_model.forward(&ctx, input, tokens, &|_, _| {}).unwrap();
     let vocab = cfg.vocab_size;

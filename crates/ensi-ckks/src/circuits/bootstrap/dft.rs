@@ -170,6 +170,62 @@ pub fn slots_to_coeffs(log_slots: u32, levels: usize) -> Result<Vec<LinearTransf
     grouped(log_slots, levels, lens, forward_stage)
 }
 
+/// The last CoeffsToSlots group `M` on `n` slots widened to `2n` slots for
+/// sparse packing: on a periodic input `[x, x]` (an `n`-slot ciphertext viewed
+/// with `2n` slots) it outputs `[u, -i u]`, `u = M x`, so that one conjugation
+/// then gives `[u, -i u] + conj = [2 Re u, 2 Im u]`: the real and imaginary
+/// parts side by side in one ciphertext, for a single EvalMod.
+///
+/// Diagonal `k` keeps its index (`x[(i + k) mod 2n] = x[(i + k) mod n]` for a
+/// periodic input), its upper half is the lower half times `-i`: the same
+/// rotations, the same number of plaintexts.
+pub(crate) fn widen_coeffs_to_slots(m: &LinearTransform) -> Result<LinearTransform> {
+    let minus_i = Complex64::new(0.0, -1.0);
+    LinearTransform::from_diagonals(
+        m.log_slots() + 1,
+        m.diagonals().iter().map(|(&k, d)| {
+            let wide: Vec<Complex64> = d
+                .iter()
+                .copied()
+                .chain(d.iter().map(|&v| v * minus_i))
+                .collect();
+            (k as i64, wide)
+        }),
+    )
+}
+
+/// The first SlotsToCoeffs group `M` on `n` slots widened to `2n` slots for
+/// sparse packing: on `[a, b]` (the real and imaginary parts that EvalMod
+/// refreshed side by side) it outputs `z` with `z + rot(z, n) = [y, y]`,
+/// `y = M (a + i b)`, a periodic vector, i.e. an `n`-slot ciphertext again.
+///
+/// It is `M' D` with `D = diag(1, ..., 1, i, ..., i)` and `M'` the periodic
+/// extension of `M` (diagonal `k` repeated over both halves): `M'` commutes
+/// with the rotation by `n`, so `z + rot(z, n) = M' (D x + rot(D x, n))` and
+/// `D x + rot(D x, n) = [a + i b, a + i b]`. Diagonal `k` keeps its index, so
+/// the combination costs one rotation by `n` (a trace key) instead of doubling
+/// the diagonals of a `2n`-slot map whose output is already periodic.
+pub(crate) fn widen_slots_to_coeffs(m: &LinearTransform) -> Result<LinearTransform> {
+    let n = m.slots();
+    let i_unit = Complex64::new(0.0, 1.0);
+    LinearTransform::from_diagonals(
+        m.log_slots() + 1,
+        m.diagonals().iter().map(|(&k, d)| {
+            let wide: Vec<Complex64> = (0..2 * n)
+                .map(|i| {
+                    let v = d[i % n];
+                    if (i + k) % (2 * n) < n {
+                        v
+                    } else {
+                        v * i_unit
+                    }
+                })
+                .collect();
+            (k as i64, wide)
+        }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +296,60 @@ mod tests {
                     assert!(
                         (a - b).norm() < 1e-9,
                         "StC {log_slots}/{levels}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The widened groups against the plaintext pipeline they stand for:
+    /// CtS then the real / imaginary split, and the recombination `a + i b` then StC.
+    #[test]
+    fn widened_groups_split_and_recombine() {
+        for log_slots in [0u32, 1, 3, 6] {
+            for levels in [1usize, 2, 3] {
+                let n = 1 << log_slots;
+                let x = values(n);
+                let periodic: Vec<Complex64> = x.iter().chain(&x).copied().collect();
+                let cts = coeffs_to_slots(log_slots, levels).unwrap();
+                let last = cts.last().unwrap();
+                let u = last.apply_plain(&x);
+                let wide = widen_coeffs_to_slots(last).unwrap();
+                assert_eq!(wide.slots(), 2 * n);
+                assert_eq!(
+                    wide.diagonals().keys().collect::<Vec<_>>(),
+                    last.diagonals().keys().collect::<Vec<_>>()
+                );
+                let w = wide.apply_plain(&periodic);
+                let split: Vec<Complex64> = w.iter().map(|v| v + v.conj()).collect();
+                for i in 0..n {
+                    let (re, im) = (split[i], split[i + n]);
+                    assert!((re - Complex64::new(2.0 * u[i].re, 0.0)).norm() < 1e-12);
+                    assert!((im - Complex64::new(2.0 * u[i].im, 0.0)).norm() < 1e-12);
+                }
+
+                let ab: Vec<Complex64> = (0..2 * n)
+                    .map(|i| Complex64::new((i as f64 * 0.71).cos(), 0.0))
+                    .collect();
+                let c: Vec<Complex64> = (0..n)
+                    .map(|i| ab[i] + Complex64::new(0.0, 1.0) * ab[i + n])
+                    .collect();
+                let stc = slots_to_coeffs(log_slots, levels).unwrap();
+                let first = &stc[0];
+                let want = first.apply_plain(&c);
+                let wide = widen_slots_to_coeffs(first).unwrap();
+                assert_eq!(
+                    wide.diagonals().keys().collect::<Vec<_>>(),
+                    first.diagonals().keys().collect::<Vec<_>>()
+                );
+                assert_eq!(wide.rotation_steps(), first.rotation_steps());
+                let z = wide.apply_plain(&ab);
+                for i in 0..2 * n {
+                    let folded = z[i] + z[(i + n) % (2 * n)];
+                    assert!(
+                        (folded - want[i % n]).norm() < 1e-10,
+                        "StC {log_slots}/{levels} slot {i}: {folded} vs {}",
+                        want[i % n]
                     );
                 }
             }

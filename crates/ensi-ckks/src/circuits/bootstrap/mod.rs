@@ -25,6 +25,11 @@
 //!    `y = t / q_0 = I + D m / q_0` (complex: two coefficients per slot, in
 //!    bit-reversed slot order), divided by `2 K'`. A conjugation splits real and
 //!    imaginary parts into two ciphertexts holding `Re y / K'` and `Im y / K'`.
+//!    **Sparse packing** (`2n <= N/2`): the last CtS group instead acts on the
+//!    `n` slots viewed as `2n` (periodic, `[x, x]`) and outputs `[u, -i u]`, so
+//!    that one conjugation gives `[Re y, Im y] / K'` in ONE ciphertext of `2n`
+//!    real slots, and EvalMod runs once instead of twice (`n16-boot`, 2^9 slots:
+//!    about 17 CPU seconds per bootstrap instead of 29).
 //! 5. **EvalMod**: `sin(2 pi y) = cos(2 pi (y - 1/4))`. A Chebyshev
 //!    interpolant of `cos(2 pi K' w / 2^r)` on `w = (y - 1/4) / K'` in `[-1, 1]`
 //!    (degree `cosine_degree`, no level for the affine map since the interval is
@@ -33,9 +38,22 @@
 //!    coefficients times `2 pi D / q_0`. Optionally (`arcsine`, 2 levels) the
 //!    cubic error is corrected with `x + x^3 / 6`.
 //! 6. **SlotsToCoeffs** (`stc_levels` levels): the forward special FFT, factored
-//!    the same way, after recombining the two halves as `re + i im`; the
+//!    the same way, after recombining the two halves as `re + i im` (with sparse
+//!    packing the first StC group acts on the `2n` slots `[a, b]` and is
+//!    followed by one rotation by `n`, which together give `n` slots of
+//!    `M (a + i b)`: see `dft::widen_slots_to_coeffs`); the
 //!    factor `q_0 / (2 pi D)` is folded into the recorded scale (free), and the
-//!    result lands at the requested output scale exactly.
+//!    result lands at the requested output scale exactly. With sparse packing,
+//!    EvalMod lands lower than its working scale so that StC's plaintexts keep
+//!    a large scale (`Bootstrapper::packed_cosine_scale`), and its output's
+//!    conjugate is added to it (the slots are real) to halve the noise the `2n`
+//!    slots carry into `a + i b`.
+//!
+//! The diagonals of sparse transforms are held compactly (`compact`: `4n`
+//! words per prime instead of `N`): CoeffsToSlots is encoded once in
+//! [`Bootstrapper::new`] (6.8 MiB for 2^9 slots at `n16-boot`), SlotsToCoeffs,
+//! whose scales follow the input's, at every call (0.1-0.2 s, 117 MB instead of
+//! 3.7 GB encoded the usual way). Full slots use the usual encoding.
 //!
 //! Levels: the output is at `max_level - cts_levels - (ceil(log2(degree + 1)) + r) - stc_levels`
 //! ([`BootstrapConfig::output_level`]). Every EvalMod level must sit on a prime
@@ -80,8 +98,9 @@
 //! has and `n16-boot` does not (two more 60-bit primes would exceed the
 //! 128-bit bound); there a smaller `D` is the remedy. Measured with one StC
 //! level (real `|z| <= 1`, largest slot error): `insecure-boot-n12` 2^3 slots
-//! 18 bits at `D = 2^40`, 26 at `2^36`, 27.5 at `2^34`; 2^9 slots 21.5 and
-//! 24.8 bits at `2^40` and `2^36`; `n16-boot` 2^9 slots 21.3 and 23.0 bits.
+//! 18 bits at `D = 2^40`, 26 at `2^36`, 27 at `2^34`; 2^9 slots 22.3 and
+//! 24.7 bits at `2^40` and `2^36` (21.5 and 24.8 before sparse packing);
+//! `n16-boot` 2^9 slots 22.5 and 23.0 bits (21.3 and 22.8 before).
 //!
 //! # Sparse-secret encapsulation: security
 //!
@@ -103,6 +122,7 @@
 //!
 //! `s'` is drawn fresh at key generation and never leaves the key generator.
 
+mod compact;
 mod dft;
 pub(crate) mod raw;
 
@@ -117,10 +137,12 @@ use crate::evaluator::Evaluator;
 use crate::keys::{EvaluationKeys, KeyGenerator, SecretKey, SwitchingKey};
 use crate::params::Parameters;
 use crate::sampling::Sampler;
+use compact::{CompactEncoder, CompactTransform};
 use num_complex::Complex64;
 use std::collections::{BTreeMap, BTreeSet};
 use std::f64::consts::PI;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 fn invalid(msg: String) -> CkksError {
     CkksError::InvalidParameters(msg)
@@ -190,7 +212,9 @@ impl BootstrapConfig {
     /// leaves 12) at the price of denser transforms (a group of `g` FFT stages
     /// has up to `2^(g + 1) - 1` diagonals): more rotations, keys and
     /// plaintexts. One StC level is the whole FFT, `2^log_slots` diagonals
-    /// encoded at once at the StC level: 3.7 GB for 2^9 slots at `n16-boot`.
+    /// encoded at once at the StC level: for sparse slots they are held
+    /// compactly (117 MB for 2^9 slots at `n16-boot`; 3.7 GB encoded as
+    /// full plaintexts), for full slots as plaintexts.
     pub fn with_levels(mut self, cts_levels: usize, stc_levels: usize) -> Self {
         self.cts_levels = cts_levels;
         self.stc_levels = stc_levels;
@@ -205,10 +229,13 @@ impl BootstrapConfig {
 
     /// Levels EvalMod consumes: `ceil(log2(degree + 1)) + r` (+ 2 with the arcsine correction).
     pub fn eval_mod_depth(&self) -> usize {
+        self.cosine_depth() + self.double_angle + if self.arcsine { 2 } else { 0 }
+    }
+
+    /// Levels of the cosine alone: `ceil(log2(degree + 1))`.
+    fn cosine_depth(&self) -> usize {
         let d = self.cosine_degree + 1;
         (usize::BITS - (d - 1).leading_zeros()) as usize
-            + self.double_angle
-            + if self.arcsine { 2 } else { 0 }
     }
 
     /// Levels one bootstrap consumes from the top of the chain.
@@ -407,14 +434,42 @@ impl BootstrapKeys {
 /// The rotation steps bootstrapping uses for `config` (CtS, StC, trace).
 pub fn rotation_steps(params: &Parameters, config: &BootstrapConfig) -> Result<Vec<i64>> {
     let mut set = BTreeSet::new();
-    for lt in coeffs_to_slots(config.log_slots, config.cts_levels)?
-        .iter()
-        .chain(&slots_to_coeffs(config.log_slots, config.stc_levels)?)
-    {
+    let (cts, stc) = transforms(params, config)?;
+    for lt in cts.iter().chain(&stc) {
         set.extend(lt.rotation_steps());
     }
     set.extend(trace_steps(config.log_slots, params.n() / 2));
+    if packs_real_imag(params, config) {
+        // The recombination after the first StC group (a trace step already).
+        set.insert(1i64 << config.log_slots);
+    }
     Ok(set.into_iter().collect())
+}
+
+/// Whether real and imaginary parts share one EvalMod: with `2n <= N / 2`
+/// the `n` slots viewed as `2n` leave room for both (sparse packing).
+fn packs_real_imag(params: &Parameters, config: &BootstrapConfig) -> bool {
+    config.log_slots + 2 <= params.log_n()
+}
+
+/// The CoeffsToSlots and SlotsToCoeffs groups, in order. With sparse packing
+/// the last CtS group and the first StC group act on `2n` slots
+/// ([`dft::widen_coeffs_to_slots`], [`dft::widen_slots_to_coeffs`]).
+fn transforms(
+    params: &Parameters,
+    config: &BootstrapConfig,
+) -> Result<(Vec<LinearTransform>, Vec<LinearTransform>)> {
+    let mut cts = coeffs_to_slots(config.log_slots, config.cts_levels)?;
+    let mut stc = slots_to_coeffs(config.log_slots, config.stc_levels)?;
+    if packs_real_imag(params, config) {
+        if let Some(last) = cts.last_mut() {
+            *last = dft::widen_coeffs_to_slots(last)?;
+        }
+        if let Some(first) = stc.first_mut() {
+            *first = dft::widen_slots_to_coeffs(first)?;
+        }
+    }
+    Ok((cts, stc))
 }
 
 /// The highest level each bootstrapping rotation is used at: the trace at the
@@ -430,24 +485,28 @@ fn rotation_levels(params: &Parameters, config: &BootstrapConfig) -> Result<BTre
     for step in trace_steps(config.log_slots, params.n() / 2) {
         note(step, top);
     }
-    for (g, lt) in coeffs_to_slots(config.log_slots, config.cts_levels)?
-        .iter()
-        .enumerate()
-    {
+    let (cts, stc) = transforms(params, config)?;
+    for (g, lt) in cts.iter().enumerate() {
         lt.rotation_steps()
             .into_iter()
             .for_each(|s| note(s, top - g));
     }
     let stc_input = config.output_level(params)? + config.stc_levels;
-    for (g, lt) in slots_to_coeffs(config.log_slots, config.stc_levels)?
-        .iter()
-        .enumerate()
-    {
+    if packs_real_imag(params, config) {
+        note(1i64 << config.log_slots, stc_input - 1);
+    }
+    for (g, lt) in stc.iter().enumerate() {
         lt.rotation_steps()
             .into_iter()
             .for_each(|s| note(s, stc_input - g));
     }
     Ok(levels)
+}
+
+/// The scale CoeffsToSlots' input is recorded at, so that it outputs
+/// `y / (2 K')`, `y = t / q_0` (the trace multiplied the slots by `gap = N / 2n`).
+fn cts_input_scale(params: &Parameters, config: &BootstrapConfig, gap: usize) -> f64 {
+    params.q()[0] as f64 * gap as f64 * 2.0 * config.eval_mod_interval
 }
 
 /// Rotations by `n 2^i` up to (excluding) `half`: the trace onto `n` slots.
@@ -461,6 +520,45 @@ fn trace_steps(log_slots: u32, half: usize) -> Vec<i64> {
     v
 }
 
+/// With sparse packing, SlotsToCoeffs' input scale sits this many bits above
+/// the scale that balances it against its plaintexts' scale (see
+/// `Bootstrapper::packed_cosine_scale`). Measured with one StC level: at
+/// `insecure-boot-n12` (2^9 and 2^10 slots) the precision is flat from 4 to
+/// 10 bits and drops below; at `n16-boot` (2^9 slots, D = 2^40 and 2^36) 8
+/// beats 5, 11 and 14 by 0.1 to 1 bit (14 is about where EvalMod lands
+/// without this adjustment).
+const STC_INPUT_HEADROOM_BITS: f64 = 8.0;
+
+/// Where the time of one bootstrap went ([`Bootstrapper::bootstrap_timed`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BootstrapTimings {
+    /// Level-0 drop, the two secret switches, ModRaise and the trace.
+    pub mod_raise: Duration,
+    /// CoeffsToSlots with the real / imaginary split (encoding included).
+    pub coeffs_to_slots: Duration,
+    /// EvalMod.
+    pub eval_mod: Duration,
+    /// SlotsToCoeffs with the recombination (encoding included).
+    pub slots_to_coeffs: Duration,
+    /// Of CoeffsToSlots and SlotsToCoeffs: encoding their diagonals.
+    pub encoding: Duration,
+}
+
+impl BootstrapTimings {
+    /// The whole bootstrap.
+    pub fn total(&self) -> Duration {
+        self.mod_raise + self.coeffs_to_slots + self.eval_mod + self.slots_to_coeffs
+    }
+}
+
+/// The time since `*t`, which moves to now.
+fn lap(t: &mut Instant) -> Duration {
+    let now = Instant::now();
+    let d = now - *t;
+    *t = now;
+    d
+}
+
 /// Refreshes ciphertexts: see the module documentation for the pipeline.
 pub struct Bootstrapper {
     params: Parameters,
@@ -469,6 +567,13 @@ pub struct Bootstrapper {
     encoder: Encoder,
     cts: Vec<LinearTransform>,
     stc: Vec<LinearTransform>,
+    /// Real and imaginary parts in one `2n`-slot ciphertext for EvalMod (see [`transforms`]).
+    packed: bool,
+    /// With sparse packing: compact encodings of the diagonals (see [`compact`]).
+    compact: Option<CompactEncoder>,
+    /// With sparse packing: CoeffsToSlots encoded once (its levels and scales
+    /// do not depend on the input), compactly.
+    cts_encoded: Vec<CompactTransform>,
     cosine: ChebyshevPoly,
     to_sparse: SwitchingKey,
     to_dense: SwitchingKey,
@@ -511,9 +616,31 @@ impl Bootstrapper {
         let omega = 2.0 * PI * k / 2f64.powi(r);
         let cosine =
             ChebyshevPoly::interpolate(|w| (omega * w).cos(), -1.0, 1.0, config.cosine_degree)?;
+        let (cts, stc) = transforms(params, &config)?;
+        let packed = packs_real_imag(params, &config);
+        let (compact, cts_encoded) = if packed {
+            let encoder = CompactEncoder::new(params, &[config.log_slots, config.log_slots + 1]);
+            let gap = (params.n() / 2) >> config.log_slots;
+            let em_scale = (config.eval_mod_log_scale as f64).exp2();
+            let mut scale = cts_input_scale(params, &config, gap);
+            let mut encoded = Vec::with_capacity(cts.len());
+            for (g, lt) in cts.iter().enumerate() {
+                let level = params.max_level() - g;
+                encoded.push(CompactTransform::encode(
+                    lt, &encoder, level, scale, em_scale,
+                )?);
+                scale = em_scale;
+            }
+            (Some(encoder), encoded)
+        } else {
+            (None, Vec::new())
+        };
         Ok(Self {
-            cts: coeffs_to_slots(config.log_slots, config.cts_levels)?,
-            stc: slots_to_coeffs(config.log_slots, config.stc_levels)?,
+            cts,
+            stc,
+            packed,
+            compact,
+            cts_encoded,
             eval: Evaluator::new(params, Arc::new(keys.eval)),
             encoder: Encoder::new(params),
             params: params.clone(),
@@ -528,6 +655,16 @@ impl Bootstrapper {
     /// The evaluator (it holds the relinearization and rotation keys, usable for other circuits).
     pub fn evaluator(&self) -> &Evaluator {
         &self.eval
+    }
+
+    /// Bytes of the linear transforms' diagonals encoded once and held by the
+    /// bootstrapper (sparse packing: CoeffsToSlots, compactly; SlotsToCoeffs,
+    /// whose scale follows the input's, is encoded at every call, compactly too).
+    pub fn encoded_bytes(&self) -> usize {
+        self.cts_encoded
+            .iter()
+            .map(CompactTransform::byte_size)
+            .sum()
     }
 
     /// The configuration.
@@ -584,6 +721,13 @@ impl Bootstrapper {
         self.bootstrap_to_scale(ct, self.output_scale)
     }
 
+    /// [`Self::bootstrap`], with the wall time of each phase.
+    pub fn bootstrap_timed(&self, ct: &Ciphertext) -> Result<(Ciphertext, BootstrapTimings)> {
+        let mut timings = BootstrapTimings::default();
+        let out = self.bootstrap_inner(ct, self.output_scale, &mut timings)?;
+        Ok((out, timings))
+    }
+
     /// Refreshes two ciphertexts of real slots in one bootstrap (packed as `a + i b`).
     /// Both must have the same scale; the outputs hold the real parts of their slots.
     pub fn bootstrap_real_pair(
@@ -611,6 +755,29 @@ impl Bootstrapper {
     }
 
     fn bootstrap_to_scale(&self, ct: &Ciphertext, output_scale: f64) -> Result<Ciphertext> {
+        self.bootstrap_inner(ct, output_scale, &mut BootstrapTimings::default())
+    }
+
+    /// Encodes `lt` for `ct` and evaluates it, counting the encoding time apart.
+    fn apply(
+        &self,
+        lt: &LinearTransform,
+        ct: &Ciphertext,
+        output_scale: f64,
+        encoding: &mut Duration,
+    ) -> Result<Ciphertext> {
+        let t = Instant::now();
+        let encoded = lt.encode(&self.encoder, ct.level(), ct.scale(), output_scale)?;
+        *encoding += t.elapsed();
+        encoded.evaluate(&self.eval, ct)
+    }
+
+    fn bootstrap_inner(
+        &self,
+        ct: &Ciphertext,
+        output_scale: f64,
+        timings: &mut BootstrapTimings,
+    ) -> Result<Ciphertext> {
         let eval = &self.eval;
         let cfg = &self.config;
         if ct.log_slots() != cfg.log_slots {
@@ -631,6 +798,7 @@ impl Bootstrapper {
             )));
         }
         // 1-2: dense -> sparse at level 0, ModRaise, sparse -> dense at the top.
+        let start = Instant::now();
         let ct = eval.drop_to_level(ct, 0)?;
         let ct = raw::switch_level0(&self.params, &ct, &self.to_sparse)?;
         let ct = raw::mod_raise(&self.params, &ct)?;
@@ -642,36 +810,116 @@ impl Bootstrapper {
             let rot = eval.rotate(&ct, step)?;
             eval.add_assign(&mut ct, &rot)?;
         }
+        let mut t = Instant::now();
+        timings.mod_raise = t - start;
         // 4: CoeffsToSlots to y / (2K'), y = t / q_0.
-        let k = cfg.eval_mod_interval;
-        ct.scale = q0 * gap as f64 * 2.0 * k;
+        ct.scale = cts_input_scale(&self.params, cfg, gap);
         let em_scale = (cfg.eval_mod_log_scale as f64).exp2();
-        for lt in &self.cts {
-            ct = lt.evaluate(eval, &self.encoder, &ct, em_scale)?;
+        if self.packed {
+            let last = self.cts_encoded.len() - 1;
+            for (g, lt) in self.cts_encoded.iter().enumerate() {
+                if g == last {
+                    // n slots read with 2n are periodic, [x, x]: the widened
+                    // group outputs [u, -i u].
+                    ct.set_log_slots(cfg.log_slots + 1);
+                }
+                ct = lt.evaluate(eval, &ct)?;
+            }
+        } else {
+            for lt in &self.cts {
+                ct = self.apply(lt, &ct, em_scale, &mut timings.encoding)?;
+            }
         }
         let conj = eval.conjugate(&ct)?;
-        let re = eval.add(&ct, &conj)?;
-        let im = eval.mul_const_scaled(&eval.sub(&ct, &conj)?, Complex64::new(0.0, -1.0), 1.0)?;
-        // 5: EvalMod on both halves.
-        let re = self.eval_mod(&re, em_scale)?;
-        let im = self.eval_mod(&im, em_scale)?;
-        let i_im = eval.mul_const_scaled(&im, Complex64::new(0.0, 1.0), 1.0)?;
-        let mut ct = eval.add(&re, &i_im)?;
+        let mut ct = if self.packed {
+            // [u, -i u] + conj = [2 Re u, 2 Im u] = [Re y, Im y] / K'; one EvalMod for both.
+            let split = eval.add(&ct, &conj)?;
+            timings.coeffs_to_slots = lap(&mut t);
+            let ratio = 2.0 * PI * input_scale / q0;
+            let cos_scale = self.packed_cosine_scale(ratio, output_scale).min(em_scale);
+            let c = self.eval_mod(&split, cos_scale)?;
+            // The slots are real: c + conj(c) (twice them, recorded at twice the
+            // scale) drops the imaginary half of EvalMod's noise, which the 2n
+            // slots would otherwise carry into a + i b (one key switch, at the
+            // bottom of the chain: a small fraction of an EvalMod).
+            let conj = eval.conjugate(&c)?;
+            let mut c = eval.add(&c, &conj)?;
+            c.scale *= 2.0;
+            c
+        } else {
+            let re = eval.add(&ct, &conj)?;
+            let im =
+                eval.mul_const_scaled(&eval.sub(&ct, &conj)?, Complex64::new(0.0, -1.0), 1.0)?;
+            timings.coeffs_to_slots = lap(&mut t);
+            // 5: EvalMod on both halves.
+            let re = self.eval_mod(&re, em_scale)?;
+            let im = self.eval_mod(&im, em_scale)?;
+            let i_im = eval.mul_const_scaled(&im, Complex64::new(0.0, 1.0), 1.0)?;
+            eval.add(&re, &i_im)?
+        };
+        timings.eval_mod = lap(&mut t);
         // 6: SlotsToCoeffs, with q_0 / (2 pi D) folded into the recorded scale.
         ct.scale *= 2.0 * PI * input_scale / q0;
         let s_in = ct.scale;
         let g = self.stc.len();
         for (i, lt) in self.stc.iter().enumerate() {
-            let t = (i + 1) as f64 / g as f64;
+            let frac = (i + 1) as f64 / g as f64;
             let target = if i + 1 == g {
                 output_scale
             } else {
-                (s_in.ln() * (1.0 - t) + output_scale.ln() * t).exp()
+                (s_in.ln() * (1.0 - frac) + output_scale.ln() * frac).exp()
             };
-            ct = lt.evaluate(eval, &self.encoder, &ct, target)?;
+            ct = match &self.compact {
+                Some(encoder) => {
+                    let start = Instant::now();
+                    let encoded =
+                        CompactTransform::encode(lt, encoder, ct.level(), ct.scale(), target)?;
+                    timings.encoding += start.elapsed();
+                    encoded.evaluate(eval, &ct)?
+                }
+                None => self.apply(lt, &ct, target, &mut timings.encoding)?,
+            };
+            if self.packed && i == 0 {
+                // z + rot(z, n) = [y, y], y = M (a + i b): n slots again.
+                let rot = eval.rotate(&ct, 1i64 << cfg.log_slots)?;
+                eval.add_assign(&mut ct, &rot)?;
+                ct.set_log_slots(cfg.log_slots);
+            }
         }
         ct.scale = output_scale;
+        timings.slots_to_coeffs = lap(&mut t);
         Ok(ct)
+    }
+
+    /// The scale to evaluate EvalMod's cosine at (sparse packing) so that
+    /// SlotsToCoeffs starts from `2^STC_INPUT_HEADROOM_BITS` times the scale
+    /// that balances it, `(output * prod q)^(1 / (g + 1))` over its `g` primes
+    /// (every StC level then works near its prime).
+    ///
+    /// Why: StC's plaintexts are encoded at `output * q / input` (one level),
+    /// so the usual EvalMod output, at 2^60 times `2 pi D / q_0`, leaves them
+    /// at about 2^25 on `n16-boot` and their rounding limits the precision
+    /// (worse on `2n` slots, whose plaintexts have twice the coefficients).
+    /// Landing all the way down at the balance would let EvalMod's own rescale
+    /// and relinearization noise (which grows with N) dominate instead; the
+    /// headroom keeps it below. `ratio = 2 pi D / q_0` turns EvalMod's output
+    /// scale into StC's input scale, and the conjugate-and-add after EvalMod
+    /// doubles it. The double angles square the scale and divide by their
+    /// primes: undone here in log space, last first.
+    fn packed_cosine_scale(&self, ratio: f64, output_scale: f64) -> f64 {
+        let q = |level: usize| (self.params.q()[level] as f64).log2();
+        let cfg = &self.config;
+        let out_level = self.output_level();
+        let g = cfg.stc_levels;
+        let log_stc_q: f64 = (out_level + 1..=out_level + g).map(q).sum();
+        let log_stc_in =
+            (output_scale.log2() + log_stc_q) / (g + 1) as f64 + STC_INPUT_HEADROOM_BITS;
+        let mut log_scale = log_stc_in - 1.0 - ratio.log2();
+        let cos_level = self.params.max_level() - cfg.cts_levels - cfg.cosine_depth();
+        for j in (0..cfg.double_angle).rev() {
+            log_scale = (log_scale + q(cos_level - j)) / 2.0;
+        }
+        log_scale.exp2()
     }
 
     /// `sin(2 pi y)` from a ciphertext holding `y / K'`: shift, cosine, double angles.
