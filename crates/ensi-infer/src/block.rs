@@ -7,7 +7,7 @@
 //! | step | levels | where |
 //! | --- | --- | --- |
 //! | main RMSNorm: `ss = sum x_c^2` | 1 | residual 2 -> 1 |
-//! | bootstrap `ss`, `1/sqrt` (degree 31 + 1 Newton step) | 7 | L -> L-7 |
+//! | bootstrap `ss`, `1/sqrt` (degree 31 + 1 Newton step) | 8 | L -> L-8 |
 //! | pack `gamma_c x_c` (mask), times `1/sqrt` | 2 | 2 -> 0 |
 //! | bootstrap the packed normed state, unpack | 1 | L -> L-1 |
 //! | q/k/v (ternary, additions only) | 0 | |

@@ -781,30 +781,26 @@ pub fn encrypt_dense(
     Ok(Encryptor::with_secret_key(params, sk).encrypt(&pt)?)
 }
 
-/// Decrypts a `Std(cols)` ciphertext into tokens x cols, times `factor` and
-/// per-column `gains` (client side; tests and traces).
+/// Decrypts a `Std(cols)` ciphertext with `s` slots per block into a
+/// `tokens x cols` matrix (client side; tests and traces).
 pub fn decrypt_dense(
     params: &Parameters,
     sk: &SecretKey,
     ct: &Ciphertext,
     s: usize,
-    tokens: usize,
-    cols: usize,
-    factor: f64,
-    gains: Option<&[f64]>,
+    (tokens, cols): (usize, usize),
 ) -> Result<Matrix> {
     let v = Encoder::new(params).decode_real(&Decryptor::new(sk).decrypt(ct)?);
-    if v.len() < cols * s {
+    if v.len() < cols * s || tokens > s {
         return Err(InferError::Shape(format!(
-            "{} slots for {cols} columns of {s}",
+            "{} slots for {cols} columns of {s} (tokens {tokens})",
             v.len()
         )));
     }
     let mut m = Matrix::zeros(tokens, cols);
     for c in 0..cols {
-        let g = gains.map_or(1.0, |g| g[c]);
         for t in 0..tokens {
-            m.row_mut(t)[c] = v[c * s + t] * factor * g;
+            m.row_mut(t)[c] = v[c * s + t];
         }
     }
     Ok(m)

@@ -60,17 +60,13 @@ fn run(family: Family, preset: &str, max_tokens: usize, whole: bool) {
             "output" => &lt.output,
             other => panic!("unknown step {other}"),
         };
-        let got = decrypt_dense(
-            &params,
-            &sk,
-            ct,
-            packing.tokens_pad,
-            tokens,
-            want.cols(),
-            *factor,
-            gains.as_deref(),
-        )
-        .unwrap();
+        let mut got =
+            decrypt_dense(&params, &sk, ct, packing.tokens_pad, (tokens, want.cols())).unwrap();
+        for t in 0..tokens {
+            for (c, v) in got.row_mut(t).iter_mut().enumerate() {
+                *v *= factor * gains.as_ref().map_or(1.0, |g| g[c]);
+            }
+        }
         let err = got.max_abs_diff(want);
         let rel = err / want.max_abs().max(1e-12);
         println!(

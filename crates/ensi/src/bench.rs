@@ -25,6 +25,24 @@ pub enum Suite {
     /// peak memory), one degree-63 Chebyshev polynomial and one dense linear
     /// transform of dimension 2^12. Use a `*-boot` preset.
     Bootstrap,
+    /// One encrypted BitNet block on random ternary weights (per-step times,
+    /// levels, bootstraps) and ENSI's four ratios, measured in the same run.
+    /// Default preset `insecure-boot-n12` (NOT secure); `--preset n16-boot` is 128-bit.
+    Block,
+    /// The demo's round timed phase by phase (keygen, upload, encrypt,
+    /// inference per block, decrypt) with key and ciphertext sizes on the wire.
+    /// Default preset `insecure-boot-n12` (NOT secure), as the demo.
+    E2e,
+}
+
+/// Shapes of the block benchmark.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum Shape {
+    /// The built-in tiny 1bitLLM model (hidden 64, intermediate 128, 4 heads of 16).
+    Tiny,
+    /// 1bitLLM/bitnet_b1_58-large (hidden 1536, intermediate 4096, 16 heads of 96).
+    #[value(name = "1bitllm-large")]
+    OneBitLlmLarge,
 }
 
 /// `ensi bench` arguments.
@@ -32,15 +50,17 @@ pub enum Suite {
 pub struct BenchArgs {
     /// Suite to run.
     pub suite: Suite,
-    /// Parameter preset.
-    #[arg(long, default_value = "n16-l20")]
-    pub preset: String,
+    /// Parameter preset (default: n16-l20; bootstrap: n16-boot; block and e2e:
+    /// insecure-boot-n12, NOT secure).
+    #[arg(long)]
+    pub preset: Option<String>,
     /// Worker threads (1 = single-threaded, as the anchors are measured).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Runs per operation (the median is reported; at least 5).
-    #[arg(long, default_value_t = 7)]
-    pub runs: usize,
+    /// Runs per operation (the median is reported; default 7, at least 5;
+    /// block: default 3, at least 1; e2e: one round trip per generated token).
+    #[arg(long)]
+    pub runs: Option<usize>,
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -63,6 +83,49 @@ pub struct BenchArgs {
     /// Python interpreter that has the `openfhe` wheel (CPython 3.10 for openfhe 1.6.1).
     #[arg(long, env = "ENSI_OPENFHE_PYTHON", default_value = "python3")]
     pub openfhe_python: String,
+    /// Block suite: model shape.
+    #[arg(long, value_enum, default_value = "tiny")]
+    pub shape: Shape,
+    /// Block suite: tokens (default 16 for tiny, 128 for 1bitllm-large).
+    #[arg(long)]
+    pub seq: Option<usize>,
+    /// Block suite: memory budget in GiB for one measurement; larger shapes are
+    /// measured on the largest slice that fits, and the slice is reported.
+    #[arg(long, default_value_t = 6.0)]
+    pub max_mem_gib: f64,
+    /// E2e suite: prompt.
+    #[arg(long, default_value = "The quick")]
+    pub prompt: String,
+    /// E2e suite: tokens to generate (one encrypted round each).
+    #[arg(long, default_value_t = 2)]
+    pub max_new_tokens: usize,
+    /// E2e suite: longest sequence the keys serve (the column slot count; the demo's 16).
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// E2e suite: hidden-state layout, `dense` or `columns` (default: as the
+    /// server chooses, dense where it fits).
+    #[arg(long)]
+    pub layout: Option<String>,
+}
+
+impl BenchArgs {
+    /// The preset, or the suite's default.
+    pub fn preset(&self) -> &str {
+        match (&self.preset, self.suite) {
+            (Some(p), _) => p,
+            (None, Suite::Bootstrap) => "n16-boot",
+            (None, Suite::Block | Suite::E2e) => crate::demo::DEMO_PRESET,
+            (None, _) => "n16-l20",
+        }
+    }
+
+    /// Runs per operation, or the suite's default.
+    pub fn runs(&self) -> usize {
+        self.runs.unwrap_or(match self.suite {
+            Suite::Block | Suite::E2e => 3,
+            _ => 7,
+        })
+    }
 }
 
 /// Baseline libraries.
@@ -99,7 +162,7 @@ fn run_openfhe(
     );
     let out = std::process::Command::new(&args.openfhe_python)
         .arg(&script)
-        .args(["--runs", &args.runs.to_string()])
+        .args(["--runs", &args.runs().to_string()])
         .args(["--log-n", &params.log_n().to_string()])
         .args(["--depth", &params.max_level().to_string()])
         .args(["--dnum", &params.dnum().to_string()])
@@ -140,8 +203,17 @@ struct CkksReport {
 }
 
 pub fn run(args: BenchArgs) -> CliResult {
-    if args.runs < 5 {
-        return Err("--runs must be at least 5".into());
+    let min_runs = match args.suite {
+        Suite::Block | Suite::E2e => 1,
+        _ => 5,
+    };
+    if args.runs() < min_runs {
+        return Err(format!("--runs must be at least {min_runs}").into());
+    }
+    if let Suite::E2e = args.suite {
+        // The server and the client run on their own threads (Tokio's), so the
+        // thread count goes to rayon's global pool.
+        return crate::bench_e2e::run(&args);
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.max(1))
@@ -150,18 +222,20 @@ pub fn run(args: BenchArgs) -> CliResult {
     pool.install(|| match args.suite {
         Suite::Ckks => bench_ckks(&args).map_err(|e| e.to_string()),
         Suite::Bootstrap => bench_bootstrap(&args).map_err(|e| e.to_string()),
+        Suite::Block => crate::bench_block::run(&args).map_err(|e| e.to_string()),
+        Suite::E2e => unreachable!("run above, outside the pool"),
         Suite::Attention => crate::bench_attention::run(crate::bench_attention::AttentionArgs {
-            preset: &args.preset,
+            preset: args.preset(),
             threads: args.threads,
-            runs: args.runs,
+            runs: args.runs(),
             tokens: args.tokens,
             json: args.json.as_ref(),
         })
         .map_err(|e| e.to_string()),
         Suite::Pcmm => crate::bench_pcmm::run(crate::bench_pcmm::PcmmArgs {
-            preset: &args.preset,
+            preset: args.preset(),
             threads: args.threads,
-            runs: args.runs,
+            runs: args.runs(),
             tokens: args.tokens,
             d_in: args.d_in,
             d_out: args.d_out,
@@ -190,14 +264,18 @@ pub(crate) fn time_ms(runs: usize, mut f: impl FnMut()) -> OpResult {
 }
 
 fn bench_ckks(args: &BenchArgs) -> CliResult {
-    let params = ParametersLiteral::preset(&args.preset)?.build()?;
+    let params = ParametersLiteral::preset(args.preset())?.build()?;
     let rounds = args
         .rounds
         .unwrap_or(if args.baseline.is_some() { 3 } else { 1 })
         .max(1);
     eprintln!(
         "preset {}: {:?}, {} thread(s), {} runs per op, {} round(s)",
-        args.preset, params, args.threads, args.runs, rounds
+        args.preset(),
+        params,
+        args.threads,
+        args.runs(),
+        rounds
     );
     // With a baseline, the two libraries alternate round by round, so that the
     // machine's drift (it moves by 2x within minutes) hits both alike; each
@@ -223,7 +301,7 @@ fn bench_ckks(args: &BenchArgs) -> CliResult {
                 k,
                 OpResult {
                     median_ms: m,
-                    runs: args.runs * rounds,
+                    runs: args.runs() * rounds,
                 },
             )
         })
@@ -240,7 +318,7 @@ fn bench_ckks(args: &BenchArgs) -> CliResult {
                     k.clone(),
                     OpResult {
                         median_ms: m,
-                        runs: args.runs * rounds,
+                        runs: args.runs() * rounds,
                     },
                 )
             })
@@ -281,7 +359,7 @@ fn bench_ckks(args: &BenchArgs) -> CliResult {
     }
     let report = CkksReport {
         suite: "ckks",
-        preset: args.preset.clone(),
+        preset: args.preset().to_string(),
         log_n: params.log_n(),
         q_limbs: params.q_count(),
         p_limbs: params.p_count(),
@@ -308,7 +386,7 @@ fn measure_ckks(
     params: &Parameters,
 ) -> std::result::Result<BTreeMap<&'static str, OpResult>, Box<dyn std::error::Error>> {
     let params = params.clone();
-    let runs = args.runs;
+    let runs = args.runs();
     let mut ops = BTreeMap::new();
     let mut record = |name: &'static str, r: OpResult| {
         eprintln!("  {name:<20} {:>10.2} ms", r.median_ms);
@@ -428,7 +506,7 @@ struct BootstrapReport {
 }
 
 /// Peak resident set size of this process (VmHWM), 0 where unknown.
-fn peak_rss_bytes() -> u64 {
+pub(crate) fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -439,18 +517,14 @@ fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// `ensi bench bootstrap`: full-slot bootstrapping at the preset (the CLI's
-/// default preset cannot bootstrap, so it is replaced by `n16-boot`). Each
+/// `ensi bench bootstrap`: full-slot bootstrapping at the preset (the suite's
+/// default preset is `n16-boot`). Each
 /// bootstrap takes tens of seconds at N = 2^16, so its median is over
 /// `runs` runs (at least 5, like every suite), as the polynomial and the linear transform.
 fn bench_bootstrap(args: &BenchArgs) -> CliResult {
     use ensi_ckks::circuits::bootstrap::{BootstrapConfig, BootstrapKeys, Bootstrapper};
     use ensi_ckks::circuits::{ChebyshevPoly, LinearTransform, PolynomialEvaluator};
-    let preset = if args.preset == "n16-l20" {
-        "n16-boot"
-    } else {
-        args.preset.as_str()
-    };
+    let preset = args.preset();
     let params = ParametersLiteral::preset(preset)?.build()?;
     let config = BootstrapConfig::for_params(&params);
     let log_slots = config.log_slots;
@@ -509,7 +583,7 @@ fn bench_bootstrap(args: &BenchArgs) -> CliResult {
         })
         .collect();
     let ct = enc.encrypt(&encoder.encode(&values, 0, params.default_scale(), log_slots)?)?;
-    let boot_runs = args.runs;
+    let boot_runs = args.runs();
     let mut times = Vec::new();
     let mut out = None;
     for r in 0..boot_runs {
@@ -543,7 +617,7 @@ fn bench_bootstrap(args: &BenchArgs) -> CliResult {
     let mut err = None;
     ops.insert(
         "chebyshev_deg63".to_string(),
-        time_ms(args.runs, || {
+        time_ms(args.runs(), || {
             if let Err(e) = pe.evaluate(&out, &poly) {
                 err = Some(e);
             }
@@ -565,7 +639,7 @@ fn bench_bootstrap(args: &BenchArgs) -> CliResult {
         )?;
         ops.insert(
             format!("lintrans_dense_{lt_n}"),
-            time_ms(args.runs, || {
+            time_ms(args.runs(), || {
                 if let Err(e) = encoded.evaluate(eval, &small) {
                     err = Some(e);
                 }

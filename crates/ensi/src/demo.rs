@@ -23,15 +23,14 @@ use std::time::Instant;
 #[derive(Args)]
 pub struct DemoArgs {
     /// Prompt to run.
-    #[arg(long, default_value = "The quick")]
+    #[arg(long, default_value = "Hi!")]
     pub prompt: String,
-    /// Tokens to generate (one encrypted round each).
-    #[arg(long, default_value_t = 2)]
+    /// Tokens to generate (one encrypted round each, several minutes each at 128 bits).
+    #[arg(long, default_value_t = 1)]
     pub max_new_tokens: usize,
-    /// CKKS parameter preset. The default is the insecure N = 2^12 copy of
-    /// the n16-boot chain, because the 128-bit run (`--preset n16-boot`) takes
-    /// far longer than a demo should on two cores (see docs/PERFORMANCE.md).
-    #[arg(long, default_value = DEMO_PRESET)]
+    /// CKKS parameter preset: 128-bit `n16-boot` by default. `insecure-boot-n12`
+    /// (the same chain at N = 2^12, NOT secure) runs in about a minute.
+    #[arg(long, default_value = DEFAULT_PRESET)]
     pub preset: String,
     /// Where to write the built-in model, keys and server data (default: a fresh temporary directory).
     #[arg(long)]
@@ -42,10 +41,10 @@ pub struct DemoArgs {
 }
 
 /// Greedy tokens and the logits each was picked from.
-type Greedy = (Vec<u32>, Vec<Vec<f64>>);
+pub(crate) type Greedy = (Vec<u32>, Vec<Vec<f64>>);
 
 /// Greedy continuation of `ids` in plaintext under `mode`.
-fn greedy(
+pub(crate) fn greedy(
     model: &BitNetModel,
     ids: &[u32],
     n: usize,
@@ -65,7 +64,7 @@ fn greedy(
     Ok((out, logits))
 }
 
-/// The demo's default preset: NOT secure (see [`DemoArgs::preset`]).
+/// The quick, NOT secure preset of the demo (see [`DemoArgs::preset`]).
 pub const DEMO_PRESET: &str = "insecure-boot-n12";
 
 pub fn run(mut args: DemoArgs) -> CliResult {
@@ -74,8 +73,8 @@ pub fn run(mut args: DemoArgs) -> CliResult {
         // Only the built-in model and a demo prompt flow here.
         args.allow_insecure = true;
         println!(
-            "WARNING: the demo runs on the INSECURE test preset {DEMO_PRESET} (the n16-boot chain at N = 2^12) \
-             so that it finishes in minutes; `ensi demo --preset {DEFAULT_PRESET}` is the 128-bit run."
+            "WARNING: the demo runs on the INSECURE test preset {DEMO_PRESET} (the n16-boot chain at N = 2^12); \
+             `ensi demo` without --preset is the 128-bit run."
         );
     }
     let work = args
@@ -93,6 +92,9 @@ pub fn run(mut args: DemoArgs) -> CliResult {
     let n_new = args
         .max_new_tokens
         .min(DEFAULT_MAX_TOKENS.saturating_sub(ids.len()));
+    // Keys for just the tokens this run needs: the attention layout grows with
+    // the square of the (power-of-two) token count.
+    let max_tokens = (ids.len() + n_new).max(1);
     println!(
         "ENSI demo: built-in tiny BitNet b1.58 ({} layers, hidden {}), prompt {:?} = {} tokens, {} new token(s), preset {}",
         model.config().num_layers,
@@ -110,7 +112,7 @@ pub fn run(mut args: DemoArgs) -> CliResult {
     let backend = Arc::new(EnsiBackend::new(
         &model_dir,
         &args.preset,
-        DEFAULT_MAX_TOKENS,
+        max_tokens,
         args.allow_insecure,
     )?);
     let rt = tokio::runtime::Runtime::new()?;

@@ -3,6 +3,8 @@
 
 mod bench;
 mod bench_attention;
+mod bench_block;
+mod bench_e2e;
 mod bench_pcmm;
 mod demo;
 mod model_cmd;

@@ -8,9 +8,10 @@ use clap::Args;
 use ensi_ckks::circuits::BootstrapKeys;
 use ensi_ckks::{KeyGenerator, Parameters, ParametersLiteral, SecretKey};
 use ensi_infer::block::EncryptedLogits;
-use ensi_infer::block::{generate_keys, EncryptedModel, ServerContext};
+use ensi_infer::block::{EncryptedModel, ServerContext};
 use ensi_infer::client::{decrypt_logits, encrypt_embeddings};
-use ensi_infer::packing::Packing;
+use ensi_infer::dense_model::{choose_packing, generate_model_keys};
+use ensi_infer::packing::{Layout, Packing};
 use ensi_infer::wire::EncryptedInput;
 use ensi_model::{BitNetModel, EnsiApprox, Tokenizer};
 use ensi_server::{Backend, BackendError};
@@ -35,6 +36,19 @@ pub struct KeyInfo {
     pub max_tokens: usize,
     /// Hidden size of the model the keys were made for.
     pub hidden: usize,
+    /// Layout of the hidden state (`dense` or `columns`; key directories
+    /// written before layouts existed are `columns`).
+    #[serde(default = "columns_layout")]
+    pub layout: String,
+}
+
+fn columns_layout() -> String {
+    Layout::Columns.name().to_string()
+}
+
+/// Parses a `--layout` value (None: the model's default, dense where it fits).
+pub fn parse_layout(name: Option<&str>) -> Result<Option<Layout>, ensi_infer::InferError> {
+    name.map(Layout::from_name).transpose()
 }
 
 /// A per-stage timing table printed at the end of a command.
@@ -104,19 +118,20 @@ pub fn keygen_into(
     max_tokens: usize,
     out: &Path,
     allow_insecure: bool,
+    layout: Option<Layout>,
 ) -> CliResult {
     let params = params_for(preset, allow_insecure)?;
     let model = BitNetModel::load(model_dir)?;
     let hidden = model.config().hidden_size;
-    let packing = Packing::new(max_tokens, hidden, params.log_n())?;
+    let packing = choose_packing(model.config(), &params, max_tokens, layout)?;
     std::fs::create_dir_all(out)?;
     let pb = spinner(&format!(
-        "generating {preset} keys (bootstrapping at 2^{} slots, {} extra rotations)",
+        "generating {preset} keys ({} layout, bootstrapping at 2^{} slots)",
+        packing.layout.name(),
         packing.packed_log_slots(),
-        packing.rotation_steps().len()
     ));
     let sk = KeyGenerator::new(&params).gen_secret_key();
-    let keys = generate_keys(&params, &packing, &sk)?;
+    let keys = generate_model_keys(&params, model.config(), &packing, &sk)?;
     pb.set_message("writing keys");
     write_private(&out.join("secret.key"), &sk.to_bytes())?;
     // Written to a temporary name and renamed: a crash never leaves a half key file.
@@ -131,6 +146,7 @@ pub fn keygen_into(
         preset: preset.to_string(),
         max_tokens,
         hidden,
+        layout: packing.layout.name().to_string(),
     };
     std::fs::write(out.join("keys.json"), serde_json::to_string_pretty(&info)?)?;
     pb.finish_with_message(format!(
@@ -160,7 +176,10 @@ pub fn load_client_keys(
 ) -> Result<ClientKeys, Box<dyn std::error::Error>> {
     let info: KeyInfo = serde_json::from_str(&std::fs::read_to_string(dir.join("keys.json"))?)?;
     let params = params_for(&info.preset, allow_insecure)?;
-    let packing = Packing::new(info.max_tokens, info.hidden, params.log_n())?;
+    let packing = Packing {
+        layout: Layout::from_name(&info.layout)?,
+        ..Packing::new(info.max_tokens, info.hidden, params.log_n())?
+    };
     let sk = SecretKey::from_bytes(&params, &std::fs::read(dir.join("secret.key"))?)?;
     Ok(ClientKeys {
         info,
@@ -227,11 +246,22 @@ impl EnsiBackend {
         max_tokens: usize,
         allow_insecure: bool,
     ) -> Result<Self, Box<dyn std::error::Error>> {
+        Self::with_layout(model_dir, preset, max_tokens, allow_insecure, None)
+    }
+
+    /// [`EnsiBackend::new`] with a layout (None: dense where it fits).
+    pub fn with_layout(
+        model_dir: &Path,
+        preset: &str,
+        max_tokens: usize,
+        allow_insecure: bool,
+        layout: Option<Layout>,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
         let params = params_for(preset, allow_insecure)?;
         let model = Arc::new(BitNetModel::load(model_dir)?);
         let approx = EnsiApprox::for_model_dir(model_dir)?;
         let enc = EncryptedModel::new(model.clone(), approx.polys()?);
-        let packing = enc.packing(&params, max_tokens)?;
+        let packing = choose_packing(model.config(), &params, max_tokens, layout)?;
         Ok(Self {
             preset: preset.to_string(),
             params,
@@ -271,7 +301,7 @@ impl Backend for EnsiBackend {
             "preset": self.preset,
             "max_tokens": self.packing.tokens_pad,
             "hidden": self.packing.hidden,
-            "layout": "columns",
+            "layout": self.packing.layout.name(),
             "column_log_slots": self.packing.column_log_slots(),
             "packed_log_slots": self.packing.packed_log_slots(),
             "model": self.model_name,
@@ -285,13 +315,17 @@ impl Backend for EnsiBackend {
 
     fn infer(&self, keys: &ServerContext, input: &[u8]) -> Result<Vec<u8>, BackendError> {
         let t = Instant::now();
+        // progress(l, n): stage l of n starts (blocks, then the final norm and
+        // LM head); progress(n, n): the pass is done (reported below).
         let out = self.run(keys, input, &|l, n| {
-            eprintln!(
-                "ensi-server: inference: stage {}/{} ({:.1} s)",
-                l + 1,
-                n,
-                t.elapsed().as_secs_f64()
-            )
+            if l < n {
+                eprintln!(
+                    "ensi-server: inference: stage {}/{} ({:.1} s)",
+                    l + 1,
+                    n,
+                    t.elapsed().as_secs_f64()
+                )
+            }
         });
         let stats = keys.take_stats();
         eprintln!(
@@ -299,15 +333,20 @@ impl Backend for EnsiBackend {
             t.elapsed().as_secs_f64(),
             stats.bootstraps
         );
-        out.map_err(|e| match e {
-            ensi_infer::InferError::Wire(_) | ensi_infer::InferError::Shape(_) => {
-                BackendError::BadInput(e.to_string())
-            }
-            ensi_infer::InferError::Ckks(ref c) if is_input_error(c) => {
-                BackendError::BadInput(e.to_string())
-            }
-            other => BackendError::Internal(other.to_string()),
-        })
+        out.map_err(backend_error)
+    }
+}
+
+/// The HTTP error class of an inference error.
+pub(crate) fn backend_error(e: ensi_infer::InferError) -> BackendError {
+    match e {
+        ensi_infer::InferError::Wire(_) | ensi_infer::InferError::Shape(_) => {
+            BackendError::BadInput(e.to_string())
+        }
+        ensi_infer::InferError::Ckks(ref c) if is_input_error(c) => {
+            BackendError::BadInput(e.to_string())
+        }
+        other => BackendError::Internal(other.to_string()),
     }
 }
 
@@ -342,6 +381,10 @@ pub struct KeygenArgs {
     /// Output key directory.
     #[arg(long)]
     pub out: PathBuf,
+    /// Hidden-state layout: `dense` (one ciphertext per state) or `columns`
+    /// (ENSI's, one per feature); default: dense where it fits.
+    #[arg(long)]
+    pub layout: Option<String>,
     /// Permit an insecure test preset.
     #[arg(long)]
     pub allow_insecure: bool,
@@ -351,7 +394,14 @@ pub struct KeygenArgs {
 pub fn keygen(a: KeygenArgs) -> CliResult {
     let mut t = Timings::default();
     t.time("keygen", || {
-        keygen_into(&a.preset, &a.model, a.max_tokens, &a.out, a.allow_insecure)
+        keygen_into(
+            &a.preset,
+            &a.model,
+            a.max_tokens,
+            &a.out,
+            a.allow_insecure,
+            parse_layout(a.layout.as_deref())?,
+        )
     })?;
     t.print("where the time went");
     Ok(())
@@ -456,6 +506,10 @@ pub struct InferArgs {
     /// Longest sequence the keys serve.
     #[arg(long, default_value_t = DEFAULT_MAX_TOKENS)]
     pub max_tokens: usize,
+    /// Hidden-state layout: `dense` (one ciphertext per state) or `columns`
+    /// (ENSI's, one per feature); default: dense where it fits.
+    #[arg(long)]
+    pub layout: Option<String>,
     /// Permit an insecure test preset.
     #[arg(long)]
     pub allow_insecure: bool,
@@ -465,7 +519,13 @@ pub struct InferArgs {
 pub fn infer(a: InferArgs) -> CliResult {
     let mut t = Timings::default();
     let backend = t.time("load model", || {
-        EnsiBackend::new(&a.model, &a.preset, a.max_tokens, a.allow_insecure)
+        EnsiBackend::with_layout(
+            &a.model,
+            &a.preset,
+            a.max_tokens,
+            a.allow_insecure,
+            parse_layout(a.layout.as_deref())?,
+        )
     })?;
     let ctx = t.time("load evaluation keys", || backend.load(&a.eval_keys))?;
     let input = std::fs::read(&a.input)?;
@@ -521,6 +581,10 @@ pub struct ServeArgs {
     /// Inferences at once (more are answered "busy").
     #[arg(long, default_value_t = 1)]
     pub max_concurrent: usize,
+    /// Hidden-state layout: `dense` (one ciphertext per state) or `columns`
+    /// (ENSI's, one per feature); default: dense where it fits.
+    #[arg(long)]
+    pub layout: Option<String>,
     /// Permit an insecure test preset.
     #[arg(long)]
     pub allow_insecure: bool,
@@ -528,11 +592,12 @@ pub struct ServeArgs {
 
 /// `ensi serve`.
 pub fn serve(a: ServeArgs) -> CliResult {
-    let backend = Arc::new(EnsiBackend::new(
+    let backend = Arc::new(EnsiBackend::with_layout(
         &a.model,
         &a.preset,
         a.max_tokens,
         a.allow_insecure,
+        parse_layout(a.layout.as_deref())?,
     )?);
     let mut config = ensi_server::ServerConfig::new(a.listen, &a.data_dir);
     config.max_concurrent_inferences = a.max_concurrent;
@@ -581,6 +646,25 @@ pub struct ClientRun {
     pub wire: Vec<(usize, usize)>,
     /// Size of the uploaded evaluation keys.
     pub key_bytes: u64,
+    /// Key generation (with writing the key files), when this run made the keys.
+    pub keygen_s: Option<f64>,
+    /// Key upload and session creation (the server validates the keys before answering).
+    pub upload_s: f64,
+    /// Per round: encryption, the inference request (round trip), decryption, in seconds.
+    pub rounds: Vec<RoundTimes>,
+}
+
+/// Client-side times of one round, in seconds.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct RoundTimes {
+    /// Tokens sent (prompt plus tokens generated so far).
+    pub tokens: usize,
+    /// Tokenize, embed, encrypt, serialize.
+    pub encrypt_s: f64,
+    /// The HTTP request until the encrypted answer is in.
+    pub infer_s: f64,
+    /// Decrypt and decode the logits.
+    pub decrypt_s: f64,
 }
 
 /// Runs the client rounds against a server (async part of `ensi client` and the demo).
@@ -604,18 +688,34 @@ pub async fn client_rounds(
     let max_tokens = info["max_tokens"]
         .as_u64()
         .ok_or("server info lacks max_tokens")? as usize;
+    let layout = Layout::from_name(info["layout"].as_str().unwrap_or("columns"))?;
+    let mut keygen_s = None;
     if !keys_dir.join("keys.json").exists() {
         let t = Instant::now();
-        keygen_into(&preset, model_dir, max_tokens, keys_dir, allow_insecure)?;
+        keygen_into(
+            &preset,
+            model_dir,
+            max_tokens,
+            keys_dir,
+            allow_insecure,
+            Some(layout),
+        )?;
+        keygen_s = Some(t.elapsed().as_secs_f64());
         timings.0.push(("keygen".into(), t.elapsed().as_secs_f64()));
     }
     let keys = load_client_keys(keys_dir, allow_insecure)?;
-    if keys.info.preset != preset || keys.packing.tokens_pad != max_tokens {
+    if keys.info.preset != preset
+        || keys.packing.tokens_pad != max_tokens
+        || keys.packing.layout != layout
+    {
         return Err(format!(
-            "keys in {} are for {} / {} tokens, the server runs {preset} / {max_tokens}",
+            "keys in {} are for {} / {} tokens / {} layout, the server runs \
+             {preset} / {max_tokens} / {}",
             keys_dir.display(),
             keys.info.preset,
-            keys.packing.tokens_pad
+            keys.packing.tokens_pad,
+            keys.packing.layout.name(),
+            layout.name()
         )
         .into());
     }
@@ -634,20 +734,22 @@ pub async fn client_rounds(
         .create_session(&key_path, move |sent, _| pb2.set_position(sent))
         .await?;
     pb.finish_and_clear();
-    timings.0.push((
-        "upload keys, open session".into(),
-        t.elapsed().as_secs_f64(),
-    ));
+    let upload_s = t.elapsed().as_secs_f64();
+    timings
+        .0
+        .push(("upload keys, open session".into(), upload_s));
     let mut ids = tok.encode(prompt)?;
     let mut out = Vec::new();
     let mut all_logits = Vec::new();
     let mut wire = Vec::new();
+    let mut rounds = Vec::new();
     for round in 0..max_new_tokens {
         let t = Instant::now();
         let request = encrypt_tokens(&keys, &model, &ids)?;
+        let encrypt_s = t.elapsed().as_secs_f64();
         timings
             .0
-            .push((format!("round {round}: encrypt"), t.elapsed().as_secs_f64()));
+            .push((format!("round {round}: encrypt"), encrypt_s));
         let sent = request.len();
         let t = Instant::now();
         let pb = spinner(&format!(
@@ -656,16 +758,23 @@ pub async fn client_rounds(
         ));
         let answer = client.infer(&session.session_id, request).await?;
         pb.finish_and_clear();
-        timings.0.push((
-            format!("round {round}: encrypted inference"),
-            t.elapsed().as_secs_f64(),
-        ));
-        let t = Instant::now();
-        let logits = decrypt_answer(&keys, model.config().vocab_size, &answer)?;
+        let infer_s = t.elapsed().as_secs_f64();
         timings
             .0
-            .push((format!("round {round}: decrypt"), t.elapsed().as_secs_f64()));
+            .push((format!("round {round}: encrypted inference"), infer_s));
+        let t = Instant::now();
+        let logits = decrypt_answer(&keys, model.config().vocab_size, &answer)?;
+        let decrypt_s = t.elapsed().as_secs_f64();
+        timings
+            .0
+            .push((format!("round {round}: decrypt"), decrypt_s));
         wire.push((sent, answer.len()));
+        rounds.push(RoundTimes {
+            tokens: ids.len(),
+            encrypt_s,
+            infer_s,
+            decrypt_s,
+        });
         let next = top_k(&logits, 1)[0].0;
         if echo {
             println!("token {round}: {next} {:?}", tok.decode(&[next])?);
@@ -683,6 +792,9 @@ pub async fn client_rounds(
         timings,
         wire,
         key_bytes,
+        keygen_s,
+        upload_s,
+        rounds,
     })
 }
 
