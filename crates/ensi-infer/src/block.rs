@@ -279,7 +279,7 @@ impl EncryptedModel {
     /// holds for every RMSNorm output (one feature's square is at most the sum of
     /// squares), so `K y` with `K` the inverse of that bound (plus a margin for the
     /// inverse square root's error) is inside the bootstrap's input range.
-    pub(crate) fn pack_factor(&self, gamma: &[f64]) -> f64 {
+    fn pack_factor(&self, gamma: &[f64]) -> f64 {
         let g = gamma.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
         1.0 / (1.05 * (gamma.len() as f64).sqrt() * g)
     }

@@ -273,7 +273,13 @@ pub fn block_maps(
                     continue;
                 }
                 let pt = encoder.encode_real(&buf, level, pt_scale, lw)?;
-                let term = eval.mul_plain(&relabel(baby, lw), &pt)?;
+                // A map narrower than the widest reads the babies with its own
+                // slot count (a relabeling copy, only then).
+                let term = if baby.log_slots() == lw {
+                    eval.mul_plain(baby, &pt)?
+                } else {
+                    eval.mul_plain(&relabel(baby, lw), &pt)?
+                };
                 match acc.as_mut() {
                     Some(a) => eval.add_assign(a, &term)?,
                     None => acc = Some(term),
@@ -359,7 +365,9 @@ impl EncryptedModel {
         ctx.record("norm_ss", t.elapsed(), 1);
         let r = self.inv_rms_of_fitted(ctx, &fitted)?;
         let t = Instant::now();
-        let k = self.pack_factor(&[1.0]) / (sh.d as f64).sqrt();
+        // |x_c / rms(x)| <= sqrt(d) (one square is at most the sum), with a
+        // margin for the inverse square root's error: K y is in [-1, 1].
+        let k = 1.0 / (1.05 * (sh.d as f64).sqrt());
         let bv = self.inv_sqrt_div();
         // Land the product below the bootstrap's largest input scale.
         let level = x.level().min(r.level() - 1);
@@ -764,8 +772,7 @@ pub fn encrypt_dense(
         )));
     }
     let s = packing.tokens_pad;
-    let v = packing.block_vector(s, |_| 0.0);
-    let mut v = v;
+    let mut v = vec![0.0; s * packing.blocks];
     for c in 0..hidden {
         for t in 0..s {
             v[c * s + t] = x.get(t.min(tokens - 1), c);
