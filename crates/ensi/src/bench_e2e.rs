@@ -13,7 +13,9 @@
 use crate::bench::{peak_rss_bytes, BenchArgs};
 use crate::bench_block::{insecure_warning, ParamsInfo};
 use crate::demo::greedy;
-use crate::secure::{backend_error, client_rounds, parse_layout, EnsiBackend, DEFAULT_MAX_TOKENS};
+use crate::secure::{
+    backend_error, client_rounds_on_loopback, parse_layout, EnsiBackend, DEFAULT_MAX_TOKENS,
+};
 use crate::CliResult;
 use ensi_ckks::ParametersLiteral;
 use ensi_infer::block::{ServerContext, StatsReport};
@@ -285,27 +287,16 @@ fn run_in(
         key_loads: Mutex::new(Vec::new()),
         rounds: Mutex::new(Vec::new()),
     });
-    let rt = tokio::runtime::Runtime::new()?;
-    let config = ensi_server::ServerConfig::new("127.0.0.1:0".parse()?, &data_dir);
-    let server = rt.block_on(ensi_server::Server::bind(backend.clone(), config))?;
-    let url = format!("http://{}", server.local_addr());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = rt.spawn(server.run(async {
-        let _ = stop_rx.await;
-    }));
-    eprintln!("server listening on {url}");
-    let run = rt.block_on(client_rounds(
-        &url,
+    let run = client_rounds_on_loopback(
+        backend.clone(),
+        &data_dir,
         &keys_dir,
         &model_dir,
         &args.prompt,
         n_new,
         allow_insecure,
-        true,
-    ));
-    let _ = stop_tx.send(());
-    rt.block_on(handle)??;
-    let run = run?;
+        |url| eprintln!("server listening on {url}"),
+    )?;
 
     let server_rounds = std::mem::take(&mut *lock(&backend.rounds));
     if server_rounds.len() != run.rounds.len() {

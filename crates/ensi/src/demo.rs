@@ -10,7 +10,7 @@
 //! 4. prints the decrypted tokens beside the twin's and the original's, the
 //!    logit error against the twin, and where the time went.
 
-use crate::secure::{client_rounds, EnsiBackend, DEFAULT_MAX_TOKENS, DEFAULT_PRESET};
+use crate::secure::{client_rounds_on_loopback, EnsiBackend, DEFAULT_MAX_TOKENS, DEFAULT_PRESET};
 use crate::CliResult;
 use clap::Args;
 use ensi_model::generate::argmax;
@@ -115,28 +115,17 @@ pub fn run(mut args: DemoArgs) -> CliResult {
         max_tokens,
         args.allow_insecure,
     )?);
-    let rt = tokio::runtime::Runtime::new()?;
-    let config = ensi_server::ServerConfig::new("127.0.0.1:0".parse()?, &data_dir);
-    let server = rt.block_on(ensi_server::Server::bind(backend, config))?;
-    let url = format!("http://{}", server.local_addr());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = rt.spawn(server.run(async {
-        let _ = stop_rx.await;
-    }));
-    println!("server listening on {url}");
-
-    // Client: keys, upload, rounds.
-    let run = rt.block_on(client_rounds(
-        &url,
+    // Server on a loopback port; client: keys, upload, rounds.
+    let run = client_rounds_on_loopback(
+        backend,
+        &data_dir,
         &keys_dir,
         &model_dir,
         &args.prompt,
         n_new,
         args.allow_insecure,
-        true,
-    ))?;
-    let _ = stop_tx.send(());
-    rt.block_on(handle)??;
+        |url| println!("server listening on {url}"),
+    )?;
 
     println!(
         "\n{:<8} {:<22} {:<22} {:<22}",

@@ -667,6 +667,43 @@ pub struct RoundTimes {
     pub decrypt_s: f64,
 }
 
+/// Serves `backend` on a loopback port (sessions under `data_dir`), runs the
+/// client rounds against it (echoing tokens), and stops the server: the demo's
+/// and `ensi bench e2e`'s whole round in one process.
+#[allow(clippy::too_many_arguments)]
+pub fn client_rounds_on_loopback<B: Backend>(
+    backend: Arc<B>,
+    data_dir: &Path,
+    keys_dir: &Path,
+    model_dir: &Path,
+    prompt: &str,
+    max_new_tokens: usize,
+    allow_insecure: bool,
+    announce: impl Fn(&str),
+) -> Result<ClientRun, Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let config = ensi_server::ServerConfig::new("127.0.0.1:0".parse()?, data_dir);
+    let server = rt.block_on(ensi_server::Server::bind(backend, config))?;
+    let url = format!("http://{}", server.local_addr());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = rt.spawn(server.run(async {
+        let _ = stop_rx.await;
+    }));
+    announce(&url);
+    let run = rt.block_on(client_rounds(
+        &url,
+        keys_dir,
+        model_dir,
+        prompt,
+        max_new_tokens,
+        allow_insecure,
+        true,
+    ));
+    let _ = stop_tx.send(());
+    rt.block_on(handle)??;
+    run
+}
+
 /// Runs the client rounds against a server (async part of `ensi client` and the demo).
 pub async fn client_rounds(
     server: &str,
