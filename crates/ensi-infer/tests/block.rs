@@ -8,6 +8,9 @@ use ensi_infer::client::{decrypt_columns, decrypt_logits, encrypt_embeddings};
 use ensi_model::{BitNetModel, EnsiApprox, Family, Mode, TinyOptions};
 use std::sync::Arc;
 
+mod common;
+use common::{argmax, max_err_and_scale};
+
 fn tiny(family: Family, dir: &std::path::Path) -> BitNetModel {
     ensi_model::write_tiny(dir, &TinyOptions::new(family, 0)).unwrap();
     BitNetModel::load(dir).unwrap()
@@ -80,18 +83,7 @@ fn run_family(family: Family) {
     let vocab = model.config().vocab_size;
     let logits = decrypt_logits(&params, &packing, &sk, &logits_ct, vocab).unwrap();
     let want = fwd.logits.row(tokens - 1);
-    let err = logits
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
-    let argmax = |v: &[f64]| {
-        v.iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .unwrap()
-            .0
-    };
+    let (err, _) = max_err_and_scale(&logits, want);
     println!(
         "{family:?} logits: max |err| {err:.3e}, encrypted top-1 {}, twin top-1 {}",
         argmax(&logits),

@@ -11,6 +11,9 @@ use ensi_infer::packing::Layout;
 use ensi_model::{BitNetModel, EnsiApprox, Family, Mode, TinyOptions};
 use std::sync::Arc;
 
+mod common;
+use common::{argmax, max_err_and_scale};
+
 fn bits(err: f64) -> f64 {
     -err.max(1e-300).log2()
 }
@@ -96,19 +99,7 @@ fn run(family: Family, preset: &str, max_tokens: usize, whole: bool) {
     let vocab = cfg.vocab_size;
     let logits = decrypt_logits(&params, &packing, &sk, &logits_ct, vocab).unwrap();
     let want = fwd.logits.row(tokens - 1);
-    let err = logits
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
-    let argmax = |v: &[f64]| {
-        v.iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .unwrap()
-            .0
-    };
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let (err, scale) = max_err_and_scale(&logits, want);
     println!(
         "{family:?} logits: max |err| {err:.3e} ({:.1} bits relative to max |logit| {scale:.2}), \
          encrypted top-1 {}, twin top-1 {}",
