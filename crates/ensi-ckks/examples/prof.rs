@@ -46,4 +46,23 @@ fn main() {
         "key_switch: {:.2} ms",
         min_ms(runs, || drop(key_switch(&params, &p, rk.switching_key())))
     );
+    // `PROF_LOOP=k`: k more key switches, for a profiler to see them alone.
+    let extra: usize = std::env::var("PROF_LOOP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if extra > 0 {
+        let t = Instant::now();
+        for _ in 0..extra {
+            drop(std::hint::black_box(key_switch(
+                &params,
+                &p,
+                rk.switching_key(),
+            )));
+        }
+        println!(
+            "loop: {:.2} ms per key switch",
+            t.elapsed().as_secs_f64() * 1e3 / extra as f64
+        );
+    }
 }

@@ -9,9 +9,9 @@
 use crate::ciphertext::{Ciphertext, Plaintext};
 use crate::error::{CkksError, Result};
 use crate::keys::{EvaluationKeys, SwitchingKey};
-use crate::keyswitch::{decompose, key_switch, product_mod_down};
+use crate::keyswitch::{decompose, key_switch_with, product_mod_down_with, Addend};
 use crate::params::Parameters;
-use crate::ring::{Ring, RnsPoly};
+use crate::ring::{kernels, pool, Ring, RnsPoly};
 use num_complex::Complex64;
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -422,14 +422,33 @@ impl Evaluator {
     pub fn relinearize(&self, t: &CiphertextTensor) -> Result<Ciphertext> {
         let key = self.relin_key()?;
         self.check_key(key, t.d2.q_limbs() - 1)?;
-        let (mut u0, mut u1) = key_switch(&self.params, &t.d2, key);
-        let ring = self.params.ring();
-        ring.add_assign(&mut u0, &t.d0);
-        ring.add_assign(&mut u1, &t.d1);
+        let (c0, c1) = key_switch_with(&self.params, &t.d2, key, Addend::Both(&t.d0, &t.d1), false);
         Ok(Ciphertext {
-            c0: u0,
-            c1: u1,
+            c0,
+            c1,
             scale: t.scale,
+            log_slots: t.log_slots,
+        })
+    }
+
+    /// [`Self::relinearize`] followed by [`Self::rescale`], in one ModDown
+    /// (by P and q_l at once): the same result up to rounding, without the
+    /// rescale's own pass of transforms over every limb.
+    pub fn relinearize_rescale(&self, t: &CiphertextTensor) -> Result<Ciphertext> {
+        let level = t.d2.q_limbs() - 1;
+        if level == 0 {
+            return Err(CkksError::LevelTooLow {
+                needed: 1,
+                level: 0,
+            });
+        }
+        let key = self.relin_key()?;
+        self.check_key(key, level)?;
+        let (c0, c1) = key_switch_with(&self.params, &t.d2, key, Addend::Both(&t.d0, &t.d1), true);
+        Ok(Ciphertext {
+            c0,
+            c1,
+            scale: t.scale / self.params.q()[level] as f64,
             log_slots: t.log_slots,
         })
     }
@@ -471,7 +490,7 @@ impl Evaluator {
 
     /// a * b with relinearization and rescaling (one level).
     pub fn mul_rescale(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
-        self.rescale(&self.mul(a, b)?)
+        self.relinearize_rescale(&self.tensor(a, b)?)
     }
 
     /// Divides by the top prime q_l (rounding) and drops it: level - 1, scale / q_l.
@@ -501,10 +520,11 @@ impl Evaluator {
         let n = ring.n();
         let l = x.q_limbs() - 1;
         let top = &ring.q()[l];
-        let half = top.value() / 2;
         // t = x mod q_l, centered; (x - t) / q_l is then x / q_l rounded to the nearest integer.
-        let mut rx = x.limb(l).to_vec();
-        let mut ry = y.limb(l).to_vec();
+        let mut rx = pool::take(n);
+        let mut ry = pool::take(n);
+        rx.copy_from_slice(x.limb(l));
+        ry.copy_from_slice(y.limb(l));
         ring.plan(l + 1, l).inverse(&mut rx);
         ring.plan(l + 1, l).inverse(&mut ry);
         let q_inv = self.params.q_inv(l);
@@ -518,36 +538,14 @@ impl Evaluator {
             .for_each(|(i, (lx, ly))| {
                 let m = &ring.q()[i];
                 let plan = ring.plan(l, i);
-                let top_mod = m.reduce(top.value());
-                let (w, ws) = (q_inv[i], m.shoup(q_inv[i]));
-                // Chains of primes of one size have q_l < 2 q_i: one subtraction reduces.
-                let qi = m.value();
-                let small = top.value() < 2 * qi;
-                let reduce = |v: u64| {
-                    if small {
-                        if v >= qi {
-                            v - qi
-                        } else {
-                            v
-                        }
-                    } else {
-                        m.reduce(v)
-                    }
-                };
                 for (out, r, src) in [(lx, &rx, x.limb(i)), (ly, &ry, y.limb(i))] {
-                    for (t, &v) in out.iter_mut().zip(r.iter()) {
-                        *t = if v > half {
-                            m.sub(reduce(v), top_mod)
-                        } else {
-                            reduce(v)
-                        };
-                    }
+                    kernels::lift_centered(m, top.value(), out, r);
                     plan.forward(out);
-                    for (o, &xi) in out.iter_mut().zip(src) {
-                        *o = m.mul_shoup(m.sub(xi, *o), w, ws);
-                    }
+                    kernels::sub_from_mul_const(m, out, src, q_inv[i]);
                 }
             });
+        pool::give(rx);
+        pool::give(ry);
         (ox, oy)
     }
 
@@ -567,12 +565,16 @@ impl Evaluator {
         let ring = self.params.ring();
         let map = ring.automorphism_ntt_map(k);
         let c1 = ring.automorphism_ntt_with_map(&ct.c1, &map);
-        let (u0, u1) = key_switch(&self.params, &c1, key);
-        let mut c0 = ring.automorphism_ntt_with_map(&ct.c0, &map);
-        ring.add_assign(&mut c0, &u0);
+        let (c0, c1) = key_switch_with(
+            &self.params,
+            &c1,
+            key,
+            Addend::FirstPermuted(&ct.c0, &map),
+            false,
+        );
         Ok(Ciphertext {
             c0,
-            c1: u1,
+            c1,
             scale: ct.scale,
             log_slots: ct.log_slots,
         })
@@ -615,12 +617,17 @@ impl Evaluator {
                 }
                 let key = self.galois_key(k)?;
                 let map = ring.automorphism_ntt_map(k);
-                let (u0, u1) = product_mod_down(&self.params, &mut dec, key, Some(&map));
-                let mut c0 = ring.automorphism_ntt_with_map(&ct.c0, &map);
-                ring.add_assign(&mut c0, &u0);
+                let (c0, c1) = product_mod_down_with(
+                    &self.params,
+                    &mut dec,
+                    key,
+                    Some(&map),
+                    Some(Addend::FirstPermuted(&ct.c0, &map)),
+                    false,
+                );
                 Ok(Ciphertext {
                     c0,
-                    c1: u1,
+                    c1,
                     scale: ct.scale,
                     log_slots: ct.log_slots,
                 })

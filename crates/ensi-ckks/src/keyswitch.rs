@@ -18,7 +18,7 @@
 
 use crate::keys::SwitchingKey;
 use crate::params::Parameters;
-use crate::ring::{pool, RnsPoly};
+use crate::ring::{kernels, pool, RnsPoly};
 use rayon::prelude::*;
 
 /// The digits of one polynomial d, each extended to Q_l and P.
@@ -85,13 +85,18 @@ fn mod_up<'a>(params: &Parameters, d: &'a RnsPoly) -> Decomposed<'a> {
     let n = ring.n();
     let level = d.q_limbs() - 1;
     let q_limbs = level + 1;
-    // Unnormalized: the converters fold in N^-1.
-    let mut coeff = d.clone();
+    // Copied and transformed limb by limb, so that each copy is transformed
+    // while it is still in cache. Unnormalized: the converters fold in N^-1.
+    let mut coeff = ring.scratch(q_limbs, 0, false);
     coeff
         .data
         .par_chunks_mut(n)
+        .zip(d.data.par_chunks(n))
         .enumerate()
-        .for_each(|(i, limb)| ring.plan(q_limbs, i).inverse_unnormalized(limb));
+        .for_each(|(i, (limb, src))| {
+            limb.copy_from_slice(src);
+            ring.plan(q_limbs, i).inverse_unnormalized(limb);
+        });
     let alpha = params.alpha();
     let ext = (0..params.digits_at(level))
         .map(|j| {
@@ -150,6 +155,17 @@ fn limb_product(
     }
 }
 
+/// What a key switch adds to its output while writing it (one pass over
+/// memory fewer than adding afterwards).
+#[derive(Clone, Copy)]
+pub enum Addend<'a> {
+    /// `(u0 + a0, u1 + a1)`: relinearization adds the tensor's d0 and d1.
+    Both(&'a RnsPoly, &'a RnsPoly),
+    /// `(u0 + a0 permuted by the NTT index map, u1)`: a rotation adds the
+    /// automorphism of c0.
+    FirstPermuted(&'a RnsPoly, &'a [u32]),
+}
+
 /// The key product followed by ModDown, fused limb by limb: returns (u0, u1)
 /// over Q_l with u0 + u1 s ~ d' s', where d' is the decomposed polynomial
 /// permuted by the automorphism `map` (NTT index map), if any.
@@ -162,13 +178,35 @@ pub fn product_mod_down(
     key: &SwitchingKey,
     map: Option<&[u32]>,
 ) -> (RnsPoly, RnsPoly) {
+    product_mod_down_with(params, dec, key, map, None, false)
+}
+
+/// [`product_mod_down`] that also adds `addend` (at the input's level, NTT
+/// form) to the output and, with `rescale`, divides by the top prime q_l as
+/// well: the result is then `round((P a + acc) / (P q_l))` over Q_{l-1}, the
+/// relinearized and rescaled product in one ModDown (from P and q_l at once),
+/// which spares the rescale's own transforms of every limb.
+pub fn product_mod_down_with(
+    params: &Parameters,
+    dec: &mut Decomposed,
+    key: &SwitchingKey,
+    map: Option<&[u32]>,
+    addend: Option<Addend>,
+    rescale: bool,
+) -> (RnsPoly, RnsPoly) {
     assert!(
         map.is_none() || dec.ntt,
         "hoisted automorphisms need an NTT-form decomposition"
     );
+    assert!(
+        !rescale || (dec.level > 0 && matches!(addend, Some(Addend::Both(..)))),
+        "the fused rescale takes a relinearization above level 0"
+    );
     let ring = params.ring();
     let n = ring.n();
-    let q_limbs = dec.level + 1;
+    let level = dec.level;
+    let q_limbs = level + 1;
+    let out_limbs = if rescale { level } else { q_limbs };
     let pc = params.p_count();
     let digit_count = dec.ext.len();
     let was_ntt = dec.ntt;
@@ -220,42 +258,61 @@ pub fn product_mod_down(
         }
     }
     let mut q_lists = per_limb;
-    let p_lists = q_lists.split_off(q_limbs);
+    let mut down_lists = q_lists.split_off(q_limbs);
+    // With the rescale, q_l joins the primes divided out (last, after P).
+    let dropped = if rescale { 1 } else { 0 };
+    if rescale {
+        down_lists.push(q_lists.pop().expect("top limb"));
+    }
+    let down_count = pc + dropped;
     let scratch_len = if map.is_some() { digit_count * n } else { 0 };
 
-    // P limbs: products, then straight back to coefficients while in cache.
-    let mut p_coeffs = pool::take(2 * pc * n);
-    p_coeffs
+    // P limbs (and q_l): products, then straight back to coefficients while in cache.
+    let mut down_coeffs = pool::take(2 * down_count * n);
+    down_coeffs
         .par_chunks_mut(2 * n)
-        .zip(p_lists.into_par_iter())
+        .zip(down_lists.into_par_iter())
         .enumerate()
         .for_each(|(t, (out, converted))| {
-            let i = q_limbs + t;
+            let i = if t < pc { q_limbs + t } else { level };
             let mut scratch = pool::take(scratch_len);
             product(i, converted, out, &mut scratch);
             pool::give(scratch);
+            if i == level {
+                // acc + P a on the dropped prime.
+                if let Some(Addend::Both(a0, a1)) = addend {
+                    let m = &ring.q()[i];
+                    let p_mod = params.p_mod_q()[i];
+                    kernels::add_mul_const(m, &mut out[..n], a0.limb(i), p_mod);
+                    kernels::add_mul_const(m, &mut out[n..], a1.limb(i), p_mod);
+                }
+            }
             let plan = ring.plan(q_limbs, i);
             // Unnormalized: the converter folds in N^-1.
             plan.inverse_unnormalized(&mut out[..n]);
             plan.inverse_unnormalized(&mut out[n..]);
         });
 
-    // [x]_P -> Q_l, exactly (centered), for both halves.
-    let mut out0 = ring.scratch(q_limbs, 0, true);
-    let mut out1 = ring.scratch(q_limbs, 0, true);
+    // [x]_P (or [x]_{P q_l}) -> the output primes, exactly (centered), for both halves.
+    let converter = if rescale {
+        params.mod_down_rescale(level)
+    } else {
+        params.mod_down(level)
+    };
+    let mut out0 = ring.scratch(out_limbs, 0, true);
+    let mut out1 = ring.scratch(out_limbs, 0, true);
     for (half, out) in [&mut out0, &mut out1].into_iter().enumerate() {
-        let input: Vec<&[u64]> = (0..pc)
-            .map(|t| &p_coeffs[(2 * t + half) * n..(2 * t + half + 1) * n])
+        let input: Vec<&[u64]> = (0..down_count)
+            .map(|t| &down_coeffs[(2 * t + half) * n..(2 * t + half + 1) * n])
             .collect();
         let mut outputs: Vec<&mut [u64]> = out.data.chunks_mut(n).collect();
-        params
-            .mod_down(dec.level)
-            .convert_centered(ring, &input, &mut outputs);
+        converter.convert_centered(ring, &input, &mut outputs);
     }
-    pool::give(p_coeffs);
+    pool::give(down_coeffs);
 
-    // Q limbs: products, and (x - [x]_P) / P at once.
+    // Q limbs: products, and (x - [x]_P) / P (times q_l^-1 with the rescale) at once.
     let p_inv = params.p_inv_mod_q();
+    let q_inv = if rescale { params.q_inv(level) } else { &[] };
     out0.data
         .par_chunks_mut(n)
         .zip(out1.data.par_chunks_mut(n))
@@ -271,10 +328,27 @@ pub fn product_mod_down(
             plan.forward(c1);
             product(i, converted, acc, scratch);
             let m = &ring.q()[i];
-            let (w, ws) = (p_inv[i], m.shoup(p_inv[i]));
-            for (c, a) in [(c0, &acc[..n]), (c1, &acc[n..])] {
-                for (c, &v) in c.iter_mut().zip(a) {
-                    *c = m.mul_shoup(m.sub(v, *c), w, ws);
+            // (acc + P a - [x]) / (P q_l) = (acc - [x]) (P q_l)^-1 + a q_l^-1.
+            let (w, a_factor) = if rescale {
+                (m.mul(p_inv[i], q_inv[i]), q_inv[i])
+            } else {
+                (p_inv[i], 1)
+            };
+            kernels::sub_from_mul_const(m, c0, &acc[..n], w);
+            kernels::sub_from_mul_const(m, c1, &acc[n..], w);
+            match addend {
+                None => {}
+                Some(Addend::Both(a0, a1)) => {
+                    kernels::add_mul_const(m, c0, a0.limb(i), a_factor);
+                    kernels::add_mul_const(m, c1, a1.limb(i), a_factor);
+                }
+                Some(Addend::FirstPermuted(a0, map)) => {
+                    let permuted = &mut acc[..n];
+                    let src = a0.limb(i);
+                    for (o, &k) in permuted.iter_mut().zip(map) {
+                        *o = src[k as usize];
+                    }
+                    kernels::add_mul_const(m, c0, permuted, 1);
                 }
             }
             pool::give(buf);
@@ -287,4 +361,23 @@ pub fn product_mod_down(
 /// u0 + u1 s ~ d s', where the key switches s' to s.
 pub fn key_switch(params: &Parameters, d: &RnsPoly, key: &SwitchingKey) -> (RnsPoly, RnsPoly) {
     product_mod_down(params, &mut mod_up(params, d), key, None)
+}
+
+/// [`key_switch`] with an addend and an optional fused rescale (see
+/// [`product_mod_down_with`]).
+pub fn key_switch_with(
+    params: &Parameters,
+    d: &RnsPoly,
+    key: &SwitchingKey,
+    addend: Addend,
+    rescale: bool,
+) -> (RnsPoly, RnsPoly) {
+    product_mod_down_with(
+        params,
+        &mut mod_up(params, d),
+        key,
+        None,
+        Some(addend),
+        rescale,
+    )
 }

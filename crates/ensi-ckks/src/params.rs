@@ -157,6 +157,9 @@ struct Inner {
     mod_up: Vec<Vec<BasisConverter>>,
     /// [level]: from P to q_0..q_level (inputs from an unnormalized inverse NTT).
     mod_down: Vec<BasisConverter>,
+    /// [level]: from P and q_level to q_0..q_{level-1}, for a key switch
+    /// fused with a rescale (none at level 0).
+    mod_down_rescale: Vec<Option<BasisConverter>>,
     /// [i]: P mod q_i, then P^-1 mod q_i.
     p_mod_q: Vec<u64>,
     p_inv_mod_q: Vec<u64>,
@@ -268,6 +271,19 @@ impl Parameters {
                 )
             })
             .collect();
+        // ModDown and rescale at once: from P and q_level to q_0..q_{level-1}.
+        let mod_down_rescale = (0..qc)
+            .map(|level| {
+                (level > 0).then(|| {
+                    let src: Vec<usize> = p_indices.iter().copied().chain([level]).collect();
+                    BasisConverter::new_after_unnormalized_intt(
+                        &ring,
+                        &src,
+                        &(0..level).collect::<Vec<_>>(),
+                    )
+                })
+            })
+            .collect();
         let qm = ring.q();
         let p_mod_q: Vec<u64> = qm
             .iter()
@@ -301,6 +317,7 @@ impl Parameters {
                 fingerprint,
                 mod_up,
                 mod_down,
+                mod_down_rescale,
                 p_mod_q,
                 p_inv_mod_q,
                 q_inv,
@@ -385,6 +402,12 @@ impl Parameters {
     }
     pub(crate) fn mod_down(&self, level: usize) -> &BasisConverter {
         &self.inner.mod_down[level]
+    }
+    /// The fused ModDown + rescale converter of `level` (`level >= 1`).
+    pub(crate) fn mod_down_rescale(&self, level: usize) -> &BasisConverter {
+        self.inner.mod_down_rescale[level]
+            .as_ref()
+            .expect("no rescale at level 0")
     }
     pub(crate) fn p_mod_q(&self) -> &[u64] {
         &self.inner.p_mod_q

@@ -6,6 +6,7 @@
 //! prefix of the Q primes (its level) and, optionally, all of P.
 
 pub mod basis;
+pub mod kernels;
 pub mod ntt;
 pub mod pool;
 

@@ -1,0 +1,278 @@
+//! Element-wise limb kernels that the hot paths (key switching, rescaling)
+//! run over millions of words: one AVX-512 IFMA version (eight lanes, 52-bit
+//! Shoup products) for primes below 2^50, and a plain scalar version that is
+//! both the fallback (larger primes, other CPUs) and the reference the tests
+//! compare the vector one with.
+//!
+//! Why by hand: a scalar Shoup product needs a 64 x 64 -> 128-bit multiply,
+//! which the compiler cannot vectorize, and these loops were a fifth of a key
+//! switch at N = 2^16.
+
+use crate::math::Modulus;
+
+/// IFMA handles primes below this (products and sums stay within 52 bits).
+const IFMA_MAX_Q: u64 = 1 << 50;
+
+fn use_ifma(m: &Modulus) -> bool {
+    m.value() < IFMA_MAX_Q && ifma::available()
+}
+
+/// `out[i] = (a[i] - out[i]) * w mod q` for reduced inputs and `w < q`.
+///
+/// ModDown's last step ((x - [x]_P) P^-1) and rescaling's ((x - [x]_q) q^-1).
+pub fn sub_from_mul_const(m: &Modulus, out: &mut [u64], a: &[u64], w: u64) {
+    assert_eq!(out.len(), a.len());
+    if use_ifma(m) && out.len().is_multiple_of(8) {
+        // SAFETY: the CPU features were checked by `use_ifma`; q < 2^50.
+        unsafe { ifma::sub_from_mul_const(m.value(), out, a, w) }
+    } else {
+        sub_from_mul_const_scalar(m, out, a, w)
+    }
+}
+
+fn sub_from_mul_const_scalar(m: &Modulus, out: &mut [u64], a: &[u64], w: u64) {
+    let ws = m.shoup(w);
+    for (o, &x) in out.iter_mut().zip(a) {
+        *o = m.mul_shoup(m.sub(x, *o), w, ws);
+    }
+}
+
+/// `out[i] = out[i] + a[i] * w mod q` for reduced inputs and `w < q`.
+pub fn add_mul_const(m: &Modulus, out: &mut [u64], a: &[u64], w: u64) {
+    assert_eq!(out.len(), a.len());
+    if use_ifma(m) && out.len().is_multiple_of(8) {
+        // SAFETY: the CPU features were checked by `use_ifma`; q < 2^50.
+        unsafe { ifma::add_mul_const(m.value(), out, a, w) }
+    } else {
+        add_mul_const_scalar(m, out, a, w)
+    }
+}
+
+fn add_mul_const_scalar(m: &Modulus, out: &mut [u64], a: &[u64], w: u64) {
+    let ws = m.shoup(w);
+    for (o, &x) in out.iter_mut().zip(a) {
+        *o = m.add(*o, m.mul_shoup(x, w, ws));
+    }
+}
+
+/// `out[i]` = the residue mod q of the centered representative of `r[i]`
+/// modulo `top` (an odd modulus; `r[i] < top`): `r[i]` if `r[i] <= top / 2`,
+/// `r[i] - top` otherwise, reduced mod q.
+///
+/// Rescaling's lift of the dropped limb onto the kept primes.
+pub fn lift_centered(m: &Modulus, top: u64, out: &mut [u64], r: &[u64]) {
+    assert_eq!(out.len(), r.len());
+    if use_ifma(m) && top < IFMA_MAX_Q && out.len().is_multiple_of(8) {
+        // SAFETY: the CPU features were checked by `use_ifma`; q, top < 2^50.
+        unsafe { ifma::lift_centered(m.value(), top, out, r) }
+    } else {
+        lift_centered_scalar(m, top, out, r)
+    }
+}
+
+fn lift_centered_scalar(m: &Modulus, top: u64, out: &mut [u64], r: &[u64]) {
+    let half = top / 2;
+    let top_mod = m.reduce(top);
+    for (o, &v) in out.iter_mut().zip(r) {
+        let x = m.reduce(v);
+        *o = if v > half { m.sub(x, top_mod) } else { x };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod ifma {
+    use std::arch::x86_64::*;
+
+    pub(super) fn available() -> bool {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512ifma")
+    }
+
+    /// floor(w 2^52 / q): the 52-bit Shoup companion of w.
+    fn shoup52(w: u64, q: u64) -> u64 {
+        (((w as u128) << 52) / q as u128) as u64
+    }
+
+    /// Per lane a w mod q, for a < 2^52, w < q < 2^50, ws = shoup52(w, q).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn mulmod(a: __m512i, w: __m512i, ws: __m512i, q: __m512i) -> __m512i {
+        let zero = _mm512_setzero_si512();
+        let mask = _mm512_set1_epi64(((1u64 << 52) - 1) as i64);
+        let qhat = _mm512_madd52hi_epu64(zero, a, ws);
+        let lo = _mm512_sub_epi64(
+            _mm512_madd52lo_epu64(zero, a, w),
+            _mm512_madd52lo_epu64(zero, qhat, q),
+        );
+        // a w - qhat q lies in [0, 2q): its low 52 bits are the value itself.
+        let r = _mm512_and_si512(lo, mask);
+        _mm512_min_epu64(r, _mm512_sub_epi64(r, q))
+    }
+
+    /// (a - b) mod q per lane for a, b < q: a - b wraps when negative, and
+    /// then a - b + q is the smaller of the two as unsigned words.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn submod(a: __m512i, b: __m512i, q: __m512i) -> __m512i {
+        let d = _mm512_sub_epi64(a, b);
+        _mm512_min_epu64(d, _mm512_add_epi64(d, q))
+    }
+
+    /// # Safety
+    /// AVX-512F and IFMA must be available, q < 2^50, `out.len()` a multiple of 8.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn sub_from_mul_const(q: u64, out: &mut [u64], a: &[u64], w: u64) {
+        let qv = _mm512_set1_epi64(q as i64);
+        let wv = _mm512_set1_epi64(w as i64);
+        let wsv = _mm512_set1_epi64(shoup52(w, q) as i64);
+        for (o, x) in out.chunks_exact_mut(8).zip(a.chunks_exact(8)) {
+            // SAFETY: both chunks hold exactly 8 words.
+            unsafe {
+                let ov = _mm512_loadu_si512(o.as_ptr() as *const _);
+                let xv = _mm512_loadu_si512(x.as_ptr() as *const _);
+                let r = mulmod(submod(xv, ov, qv), wv, wsv, qv);
+                _mm512_storeu_si512(o.as_mut_ptr() as *mut _, r);
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F and IFMA must be available, q < 2^50, `out.len()` a multiple of 8.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn add_mul_const(q: u64, out: &mut [u64], a: &[u64], w: u64) {
+        let qv = _mm512_set1_epi64(q as i64);
+        let wv = _mm512_set1_epi64(w as i64);
+        let wsv = _mm512_set1_epi64(shoup52(w, q) as i64);
+        for (o, x) in out.chunks_exact_mut(8).zip(a.chunks_exact(8)) {
+            // SAFETY: both chunks hold exactly 8 words.
+            unsafe {
+                let ov = _mm512_loadu_si512(o.as_ptr() as *const _);
+                let xv = _mm512_loadu_si512(x.as_ptr() as *const _);
+                let s = _mm512_add_epi64(ov, mulmod(xv, wv, wsv, qv));
+                _mm512_storeu_si512(
+                    o.as_mut_ptr() as *mut _,
+                    _mm512_min_epu64(s, _mm512_sub_epi64(s, qv)),
+                );
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F and IFMA must be available, q and top < 2^50, `out.len()` a multiple of 8.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn lift_centered(q: u64, top: u64, out: &mut [u64], r: &[u64]) {
+        let qv = _mm512_set1_epi64(q as i64);
+        let half = _mm512_set1_epi64((top / 2) as i64);
+        let top_mod = _mm512_set1_epi64((top % q) as i64);
+        // v mod q as the Shoup product v * 1 (exact for v < 2^52).
+        let one = _mm512_set1_epi64(1);
+        let one_s = _mm512_set1_epi64(shoup52(1, q) as i64);
+        for (o, v) in out.chunks_exact_mut(8).zip(r.chunks_exact(8)) {
+            // SAFETY: both chunks hold exactly 8 words.
+            unsafe {
+                let vv = _mm512_loadu_si512(v.as_ptr() as *const _);
+                let x = mulmod(vv, one, one_s, qv);
+                let above = _mm512_cmpgt_epu64_mask(vv, half);
+                let lifted = _mm512_mask_mov_epi64(x, above, submod(x, top_mod, qv));
+                _mm512_storeu_si512(o.as_mut_ptr() as *mut _, lifted);
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod ifma {
+    pub(super) fn available() -> bool {
+        false
+    }
+    pub(super) unsafe fn sub_from_mul_const(_: u64, _: &mut [u64], _: &[u64], _: u64) {
+        unreachable!("IFMA kernel requested on a CPU without it")
+    }
+    pub(super) unsafe fn lift_centered(_: u64, _: u64, _: &mut [u64], _: &[u64]) {
+        unreachable!("IFMA kernel requested on a CPU without it")
+    }
+    pub(super) unsafe fn add_mul_const(_: u64, _: &mut [u64], _: &[u64], _: u64) {
+        unreachable!("IFMA kernel requested on a CPU without it")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::math::primes::ntt_primes;
+
+    fn words(n: usize, bound: u64, seed: u64) -> Vec<u64> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (s >> 5) % bound
+            })
+            .collect()
+    }
+
+    /// The dispatching kernels (vector where the CPU and prime allow) equal the
+    /// scalar reference, edge values included, for primes on both sides of 2^50.
+    #[test]
+    fn kernels_match_the_scalar_reference() {
+        if !ifma::available() {
+            eprintln!("no AVX-512 IFMA on this CPU: only the scalar kernels run here");
+        }
+        let n = 1024 + 8;
+        for &q in &ntt_primes(10, &[30, 40, 49, 50, 56, 60], &[]).unwrap() {
+            let m = Modulus::new(q);
+            let mut a = words(n, q, q);
+            let mut c = words(n, q, q ^ 7);
+            // Edge values: 0, 1, q - 1 on both sides.
+            for (i, v) in [0, 1, q - 1].into_iter().enumerate() {
+                a[i] = v;
+                c[3 + i] = v;
+                a[6 + i] = v;
+                c[6 + i] = q - 1 - v;
+            }
+            for w in [0, 1, q - 1, q / 3] {
+                let mut fast = c.clone();
+                sub_from_mul_const(&m, &mut fast, &a, w);
+                let mut slow = c.clone();
+                sub_from_mul_const_scalar(&m, &mut slow, &a, w);
+                assert_eq!(fast, slow, "q = {q}, w = {w}");
+                // And the reference against the definition on a few words.
+                for i in 0..16 {
+                    let want =
+                        ((a[i] as u128 + q as u128 - c[i] as u128) * w as u128 % q as u128) as u64;
+                    assert_eq!(slow[i], want);
+                }
+                let mut fast = c.clone();
+                add_mul_const(&m, &mut fast, &a, w);
+                let mut slow = c.clone();
+                add_mul_const_scalar(&m, &mut slow, &a, w);
+                assert_eq!(fast, slow, "q = {q}, w = {w}");
+                for i in 0..16 {
+                    let want = ((c[i] as u128 + a[i] as u128 * w as u128) % q as u128) as u64;
+                    assert_eq!(slow[i], want);
+                }
+            }
+            for &top in &ntt_primes(10, &[40, 49, 56], &[]).unwrap() {
+                let mut r = words(n, top, top ^ q);
+                r[0] = 0;
+                r[1] = top / 2;
+                r[2] = top / 2 + 1;
+                r[3] = top - 1;
+                let mut fast = vec![0; n];
+                lift_centered(&m, top, &mut fast, &r);
+                let mut slow = vec![0; n];
+                lift_centered_scalar(&m, top, &mut slow, &r);
+                assert_eq!(fast, slow, "q = {q}, top = {top}");
+                for i in 0..16 {
+                    let centered = if r[i] > top / 2 {
+                        r[i] as i128 - top as i128
+                    } else {
+                        r[i] as i128
+                    };
+                    assert_eq!(slow[i], centered.rem_euclid(q as i128) as u64);
+                }
+            }
+        }
+    }
+}
