@@ -136,7 +136,7 @@ fn limb_product(
     digits: &[&[u64]],
     acc: &mut [u64],
 ) {
-    let plan = params.ring().plan(q_limbs, i);
+    let ring = params.ring();
     // Limb i of Q_l is key limb i; the P limbs follow the key's own Q limbs
     // (all of Q, or fewer for a key truncated to a lower level).
     let key_q = key.b[0].q_limbs();
@@ -147,11 +147,20 @@ fn limb_product(
     };
     let n = params.n();
     let (acc0, acc1) = acc.split_at_mut(n);
-    acc0.fill(0);
-    acc1.fill(0);
-    for (j, x) in digits.iter().enumerate() {
-        plan.mul_acc(acc0, x, key.b[j].limb(key_limb));
-        plan.mul_acc(acc1, x, key.a[j].limb(key_limb));
+    let m = &ring.moduli()[ring.modulus_index(q_limbs, i)];
+    if kernels::has_fast_inner_product(m, digits.len()) {
+        let bs: Vec<&[u64]> = (0..digits.len()).map(|j| key.b[j].limb(key_limb)).collect();
+        let a_s: Vec<&[u64]> = (0..digits.len()).map(|j| key.a[j].limb(key_limb)).collect();
+        kernels::inner_product_pair(m, acc0, acc1, digits, &bs, &a_s);
+    } else {
+        // Larger primes: tfhe-ntt's AVX-512 products, accumulated.
+        let plan = ring.plan(q_limbs, i);
+        acc0.fill(0);
+        acc1.fill(0);
+        for (j, x) in digits.iter().enumerate() {
+            plan.mul_acc(acc0, x, key.b[j].limb(key_limb));
+            plan.mul_acc(acc1, x, key.a[j].limb(key_limb));
+        }
     }
 }
 

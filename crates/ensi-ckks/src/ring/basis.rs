@@ -244,6 +244,9 @@ struct IfmaConsts {
     hat_mod_dst: Vec<(u64, u64)>,
     neg_prod: Vec<(u64, u64)>,
     src_recip: Vec<f64>,
+    /// Per target: (2^52 mod q, its companion) and (1, its companion), for
+    /// the lazy kernel; empty when its sums could overflow (see [`IfmaConsts::new`]).
+    lazy: Vec<[(u64, u64); 2]>,
 }
 
 fn shoup52(w: u64, q: u64) -> (u64, u64) {
@@ -278,6 +281,21 @@ impl IfmaConsts {
             .zip(&dst_q)
             .map(|(&a, &q)| shoup52((q - a) % q, q))
             .collect();
+        // The lazy kernel sums the 104-bit products y_i w_ij (and u (-A)) as
+        // separate low and high 52-bit halves, reducing once per output: the
+        // high halves plus the carries of the low ones must stay below 2^52.
+        let max_src = src_q.iter().copied().max().unwrap_or(0) as f64;
+        let max_dst = dst_q.iter().copied().max().unwrap_or(0) as f64;
+        let terms = (k + 1) as f64;
+        let high_sum = terms * (max_src * max_dst / 2f64.powi(52)) + 2.0 * terms;
+        let lazy = if high_sum < 2f64.powi(52) {
+            dst_q
+                .iter()
+                .map(|&q| [shoup52((1u64 << 52) % q, q), shoup52(1, q)])
+                .collect()
+        } else {
+            Vec::new()
+        };
         Some(Self {
             k,
             src_q,
@@ -286,6 +304,7 @@ impl IfmaConsts {
             hat_mod_dst,
             neg_prod,
             src_recip: conv.src_recip.clone(),
+            lazy,
         })
     }
 }
@@ -372,6 +391,11 @@ mod ifma {
                 unsafe { _mm512_storeu_si512(overflow.as_mut_ptr().add(p) as *mut _, u) };
             }
         }
+        if !c.lazy.is_empty() {
+            // SAFETY: same features; `y` and `overflow` hold `len` words per source.
+            unsafe { outputs_lazy(c, &y, &overflow, len, outs, centered) };
+            return;
+        }
         for (j, out) in outs.iter_mut().enumerate() {
             let q = _mm512_set1_epi64(c.dst_q[j] as i64);
             let weights = &c.hat_mod_dst[j * k..(j + 1) * k];
@@ -402,6 +426,61 @@ mod ifma {
                     );
                 }
                 unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(p) as *mut _, acc) };
+            }
+        }
+    }
+
+    /// The output loop with lazy reduction: per output, the low and high
+    /// 52-bit halves of every product are summed as they come (two IFMA
+    /// instructions per term) and reduced once: hi 2^52 + lo mod q.
+    ///
+    /// # Safety
+    /// AVX-512F, DQ and IFMA must be available; `len` a multiple of 8;
+    /// `c.lazy` non-empty (its bound holds).
+    #[target_feature(enable = "avx512f,avx512dq,avx512ifma")]
+    unsafe fn outputs_lazy(
+        c: &IfmaConsts,
+        y: &[u64],
+        overflow: &[u64],
+        len: usize,
+        outs: &mut [&mut [u64]],
+        centered: bool,
+    ) {
+        let k = c.k;
+        let mask = _mm512_set1_epi64(((1u64 << 52) - 1) as i64);
+        for (j, out) in outs.iter_mut().enumerate() {
+            let q = _mm512_set1_epi64(c.dst_q[j] as i64);
+            let weights = &c.hat_mod_dst[j * k..(j + 1) * k];
+            let [(r, rs), (one, ones)] = c.lazy[j];
+            let (r, rs) = (_mm512_set1_epi64(r as i64), _mm512_set1_epi64(rs as i64));
+            let (one, ones) = (
+                _mm512_set1_epi64(one as i64),
+                _mm512_set1_epi64(ones as i64),
+            );
+            for p in (0..len).step_by(8) {
+                let mut lo = _mm512_setzero_si512();
+                let mut hi = _mm512_setzero_si512();
+                for (i, &(w, _)) in weights.iter().enumerate() {
+                    // SAFETY: i * len + p + 8 <= k * len.
+                    let yi = unsafe { _mm512_loadu_si512(y.as_ptr().add(i * len + p) as *const _) };
+                    let w = _mm512_set1_epi64(w as i64);
+                    lo = _mm512_madd52lo_epu64(lo, yi, w);
+                    hi = _mm512_madd52hi_epu64(hi, yi, w);
+                }
+                if centered {
+                    let (w, _) = c.neg_prod[j];
+                    // SAFETY: p + 8 <= len = overflow.len().
+                    let u = unsafe { _mm512_loadu_si512(overflow.as_ptr().add(p) as *const _) };
+                    let w = _mm512_set1_epi64(w as i64);
+                    lo = _mm512_madd52lo_epu64(lo, u, w);
+                    hi = _mm512_madd52hi_epu64(hi, u, w);
+                }
+                // Carry the low sum's excess into the high one: both below 2^52.
+                hi = _mm512_add_epi64(hi, _mm512_srli_epi64::<52>(lo));
+                lo = _mm512_and_si512(lo, mask);
+                let v = addmod(mulmod(hi, r, rs, q), mulmod(lo, one, ones, q), q);
+                // SAFETY: p + 8 <= len = out.len().
+                unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(p) as *mut _, v) };
             }
         }
     }
@@ -475,9 +554,11 @@ mod tests {
         for (src, dst) in [
             (vec![0usize, 1, 2], vec![3usize, 4, 5, 6]),
             (vec![5, 6], vec![0, 1, 2, 3, 4]),
+            (vec![0, 1, 2, 3, 4], vec![5, 6]),
         ] {
             let conv = BasisConverter::new(&ring, &src, &dst);
-            assert!(conv.ifma.is_some());
+            // Primes of at most 50 bits: the lazy output loop is the one compared.
+            assert!(conv.ifma.as_ref().is_some_and(|c| !c.lazy.is_empty()));
             let mut s = 99u64;
             let input: Vec<Vec<u64>> = src
                 .iter()

@@ -55,6 +55,58 @@ fn add_mul_const_scalar(m: &Modulus, out: &mut [u64], a: &[u64], w: u64) {
     }
 }
 
+/// The most terms [`inner_product_pair`]'s lazy sums take (their high
+/// halves must stay below 2^52: each is below 2^48 for q < 2^50).
+const MAX_LAZY_TERMS: usize = 15;
+
+/// Whether [`inner_product_pair`] has its vector form for `m` and `terms`
+/// (otherwise it runs the scalar reference, slower than a vector multiply-accumulate).
+pub fn has_fast_inner_product(m: &Modulus, terms: usize) -> bool {
+    use_ifma(m) && terms <= MAX_LAZY_TERMS
+}
+
+/// `(acc0, acc1) = (sum_j x_j b_j, sum_j x_j a_j) mod q` pointwise, for
+/// reduced inputs: the key product of a key switch (digits `xs`, the key's
+/// halves `bs` and `a_s`), each digit read once for both halves.
+pub fn inner_product_pair(
+    m: &Modulus,
+    acc0: &mut [u64],
+    acc1: &mut [u64],
+    xs: &[&[u64]],
+    bs: &[&[u64]],
+    a_s: &[&[u64]],
+) {
+    let n = acc0.len();
+    assert!(acc1.len() == n && xs.len() == bs.len() && xs.len() == a_s.len());
+    assert!(xs.iter().chain(bs).chain(a_s).all(|v| v.len() == n));
+    if use_ifma(m) && n.is_multiple_of(8) && xs.len() <= MAX_LAZY_TERMS {
+        // SAFETY: the CPU features were checked by `use_ifma`; q < 2^50; the
+        // lengths were checked above.
+        unsafe { ifma::inner_product_pair(m.value(), acc0, acc1, xs, bs, a_s) }
+    } else {
+        inner_product_pair_scalar(m, acc0, acc1, xs, bs, a_s)
+    }
+}
+
+fn inner_product_pair_scalar(
+    m: &Modulus,
+    acc0: &mut [u64],
+    acc1: &mut [u64],
+    xs: &[&[u64]],
+    bs: &[&[u64]],
+    a_s: &[&[u64]],
+) {
+    for c in 0..acc0.len() {
+        let (mut s0, mut s1) = (0u128, 0u128);
+        for ((x, b), a) in xs.iter().zip(bs).zip(a_s) {
+            s0 += x[c] as u128 * b[c] as u128;
+            s1 += x[c] as u128 * a[c] as u128;
+        }
+        acc0[c] = m.reduce_u128(s0);
+        acc1[c] = m.reduce_u128(s1);
+    }
+}
+
 /// `out[i]` = the residue mod q of the centered representative of `r[i]`
 /// modulo `top` (an odd modulus; `r[i] < top`): `r[i]` if `r[i] <= top / 2`,
 /// `r[i] - top` otherwise, reduced mod q.
@@ -156,6 +208,74 @@ mod ifma {
         }
     }
 
+    /// (hi 2^52 + lo) mod q per lane for hi, lo < 2^52, with r = 2^52 mod q.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn reduce_halves(
+        hi: __m512i,
+        lo: __m512i,
+        r: [__m512i; 2],
+        one: [__m512i; 2],
+        q: __m512i,
+    ) -> __m512i {
+        let a = mulmod(hi, r[0], r[1], q);
+        let b = mulmod(lo, one[0], one[1], q);
+        let s = _mm512_add_epi64(a, b);
+        _mm512_min_epu64(s, _mm512_sub_epi64(s, q))
+    }
+
+    /// # Safety
+    /// AVX-512F and IFMA must be available, q < 2^50, every slice of
+    /// `acc0.len()` words (a multiple of 8), at most 15 terms.
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    pub(super) unsafe fn inner_product_pair(
+        q: u64,
+        acc0: &mut [u64],
+        acc1: &mut [u64],
+        xs: &[&[u64]],
+        bs: &[&[u64]],
+        a_s: &[&[u64]],
+    ) {
+        let qv = _mm512_set1_epi64(q as i64);
+        let mask = _mm512_set1_epi64(((1u64 << 52) - 1) as i64);
+        let r52 = (1u64 << 52) % q;
+        let r = [
+            _mm512_set1_epi64(r52 as i64),
+            _mm512_set1_epi64(shoup52(r52, q) as i64),
+        ];
+        let one = [
+            _mm512_set1_epi64(1),
+            _mm512_set1_epi64(shoup52(1, q) as i64),
+        ];
+        let zero = _mm512_setzero_si512();
+        for p in (0..acc0.len()).step_by(8) {
+            let (mut lo0, mut hi0, mut lo1, mut hi1) = (zero, zero, zero, zero);
+            for ((x, b), a) in xs.iter().zip(bs).zip(a_s) {
+                // SAFETY: p + 8 <= n for every slice (checked by the caller).
+                unsafe {
+                    let xv = _mm512_loadu_si512(x.as_ptr().add(p) as *const _);
+                    let bv = _mm512_loadu_si512(b.as_ptr().add(p) as *const _);
+                    let av = _mm512_loadu_si512(a.as_ptr().add(p) as *const _);
+                    lo0 = _mm512_madd52lo_epu64(lo0, xv, bv);
+                    hi0 = _mm512_madd52hi_epu64(hi0, xv, bv);
+                    lo1 = _mm512_madd52lo_epu64(lo1, xv, av);
+                    hi1 = _mm512_madd52hi_epu64(hi1, xv, av);
+                }
+            }
+            // Products of values below 2^50 have high halves below 2^48: with
+            // at most 15 terms and the low sums' carries, all stay below 2^52.
+            hi0 = _mm512_add_epi64(hi0, _mm512_srli_epi64::<52>(lo0));
+            hi1 = _mm512_add_epi64(hi1, _mm512_srli_epi64::<52>(lo1));
+            let v0 = reduce_halves(hi0, _mm512_and_si512(lo0, mask), r, one, qv);
+            let v1 = reduce_halves(hi1, _mm512_and_si512(lo1, mask), r, one, qv);
+            // SAFETY: as above.
+            unsafe {
+                _mm512_storeu_si512(acc0.as_mut_ptr().add(p) as *mut _, v0);
+                _mm512_storeu_si512(acc1.as_mut_ptr().add(p) as *mut _, v1);
+            }
+        }
+    }
+
     /// # Safety
     /// AVX-512F and IFMA must be available, q and top < 2^50, `out.len()` a multiple of 8.
     #[target_feature(enable = "avx512f,avx512ifma")]
@@ -191,6 +311,16 @@ mod ifma {
         unreachable!("IFMA kernel requested on a CPU without it")
     }
     pub(super) unsafe fn add_mul_const(_: u64, _: &mut [u64], _: &[u64], _: u64) {
+        unreachable!("IFMA kernel requested on a CPU without it")
+    }
+    pub(super) unsafe fn inner_product_pair(
+        _: u64,
+        _: &mut [u64],
+        _: &mut [u64],
+        _: &[&[u64]],
+        _: &[&[u64]],
+        _: &[&[u64]],
+    ) {
         unreachable!("IFMA kernel requested on a CPU without it")
     }
 }
@@ -251,6 +381,28 @@ mod tests {
                 for i in 0..16 {
                     let want = ((c[i] as u128 + a[i] as u128 * w as u128) % q as u128) as u64;
                     assert_eq!(slow[i], want);
+                }
+            }
+            for terms in [1usize, 3, 15] {
+                let xs: Vec<Vec<u64>> = (0..terms).map(|t| words(n, q, q + 3 * t as u64)).collect();
+                let bs: Vec<Vec<u64>> = (0..terms).map(|t| words(n, q, q + 5 * t as u64)).collect();
+                let mut a_s: Vec<Vec<u64>> =
+                    (0..terms).map(|t| words(n, q, q + 7 * t as u64)).collect();
+                // The largest operands on some lanes.
+                a_s[0][..8].fill(q - 1);
+                fn view(v: &[Vec<u64>]) -> Vec<&[u64]> {
+                    v.iter().map(|x| x.as_slice()).collect()
+                }
+                let (xv, bv, av) = (view(&xs), view(&bs), view(&a_s));
+                let (mut f0, mut f1) = (vec![7; n], vec![7; n]);
+                inner_product_pair(&m, &mut f0, &mut f1, &xv, &bv, &av);
+                let (mut s0, mut s1) = (vec![0; n], vec![0; n]);
+                inner_product_pair_scalar(&m, &mut s0, &mut s1, &xv, &bv, &av);
+                assert_eq!((&f0, &f1), (&s0, &s1), "q = {q}, {terms} terms");
+                for c in 0..16 {
+                    let want =
+                        (0..terms).fold(0u64, |acc, t| m.add(acc, m.mul(xs[t][c], bs[t][c])));
+                    assert_eq!(s0[c], want);
                 }
             }
             for &top in &ntt_primes(10, &[40, 49, 56], &[]).unwrap() {
