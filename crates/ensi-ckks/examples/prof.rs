@@ -46,6 +46,21 @@ fn main() {
         "key_switch: {:.2} ms",
         min_ms(runs, || drop(key_switch(&params, &p, rk.switching_key())))
     );
+    let ring = params.ring();
+    let k = ring.galois_element_for_rotation(1);
+    println!(
+        "automorphism_ntt_map: {:.3} ms",
+        min_ms(runs, || drop(std::hint::black_box(
+            ring.automorphism_ntt_map(k)
+        )))
+    );
+    let map = ring.automorphism_ntt_map(k);
+    println!(
+        "automorphism of 21 limbs: {:.3} ms",
+        min_ms(runs, || drop(std::hint::black_box(
+            ring.automorphism_ntt_with_map(&p, &map)
+        )))
+    );
     // `PROF_LOOP=k`: k more key switches, for a profiler to see them alone.
     let extra: usize = std::env::var("PROF_LOOP")
         .ok()

@@ -107,6 +107,16 @@ fn multiplicative_operations() {
         &prod,
         20.0,
     );
+    // The fused ModDown + rescale (mul_rescale) and the two steps round
+    // differently only where a coefficient sits within 1/2 of a rounding
+    // boundary of q_l (odds ~2^-40 each): the decryptions are equal or nearly.
+    assert_eq!((ct.level(), ct.scale()), (ct2.level(), ct2.scale()));
+    assert_precision(
+        "fused relinearize + rescale vs the two steps",
+        &c.decrypt(&ct),
+        &c.decrypt(&ct2),
+        28.0,
+    );
 
     let pb = c
         .encoder
@@ -140,6 +150,10 @@ fn multiplicative_operations() {
     assert_precision("repeated squaring to level 0", &c.decrypt(&ct), &want, 18.0);
     assert!(matches!(
         c.eval.rescale(&ct),
+        Err(CkksError::LevelTooLow { .. })
+    ));
+    assert!(matches!(
+        c.eval.mul_rescale(&ct, &ct),
         Err(CkksError::LevelTooLow { .. })
     ));
 }

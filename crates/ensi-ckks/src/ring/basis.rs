@@ -30,8 +30,11 @@ pub struct BasisConverter {
     src_recip: Vec<f64>,
     /// A mod b_j.
     prod_mod_dst: Vec<u64>,
-    /// Constants of the vector kernel, when every modulus suits it.
     ifma: Option<IfmaConsts>,
+    /// 64-bit Shoup companions of `hat_mod_dst`, and (-A mod b_j, companion),
+    /// for the AVX-512 kernel of primes too large for IFMA.
+    hat_mod_dst_shoup: Vec<u64>,
+    neg_prod: Vec<(u64, u64)>,
 }
 
 impl BasisConverter {
@@ -92,6 +95,20 @@ impl BasisConverter {
                 })
             })
             .collect();
+        let hat_mod_dst_shoup = hat_mod_dst
+            .iter()
+            .enumerate()
+            .map(|(idx, &w)| moduli[dst[idx / src.len()]].shoup(w))
+            .collect();
+        let neg_prod = dst
+            .iter()
+            .zip(&prod_mod_dst)
+            .map(|(&j, &a)| {
+                let m = &moduli[j];
+                let w = m.sub(0, a);
+                (w, m.shoup(w))
+            })
+            .collect();
         let mut conv = Self {
             src: src.to_vec(),
             dst: dst.to_vec(),
@@ -100,6 +117,8 @@ impl BasisConverter {
             src_recip,
             prod_mod_dst,
             ifma: None,
+            hat_mod_dst_shoup,
+            neg_prod,
         };
         conv.ifma = IfmaConsts::new(&conv, moduli);
         conv
@@ -137,19 +156,22 @@ impl BasisConverter {
         output: &mut [&mut [u64]],
         centered: bool,
     ) {
-        let use_ifma = self.ifma.is_some() && ifma::available();
-        self.convert_with(ring, input, output, centered, use_ifma)
+        self.convert_with(ring, input, output, centered, true)
     }
 
-    /// The conversion with an explicit choice of kernel (tests compare the two).
+    /// The conversion with an explicit choice of kernel (tests compare the
+    /// two): `vector` takes the IFMA kernel where every prime suits it, the
+    /// AVX-512 one otherwise, where the CPU has them; the scalar reference if not.
     pub(crate) fn convert_with(
         &self,
         ring: &Ring,
         input: &[&[u64]],
         output: &mut [&mut [u64]],
         centered: bool,
-        use_ifma: bool,
+        vector: bool,
     ) {
+        let use_ifma = vector && self.ifma.is_some() && ifma::available();
+        let use_wide = vector && !use_ifma && wide::available();
         let k = self.src.len();
         assert_eq!(input.len(), k);
         assert_eq!(output.len(), self.dst.len());
@@ -175,6 +197,10 @@ impl BasisConverter {
                     // SAFETY: `ifma::available()` was checked by the caller of the fast path.
                     (Some(consts), true) if len.is_multiple_of(8) => unsafe {
                         ifma::convert_block(consts, &inputs, &mut outs, centered)
+                    },
+                    // SAFETY: `wide::available()` was checked above.
+                    _ if use_wide && len.is_multiple_of(8) => unsafe {
+                        wide::convert_block(self, ring, &inputs, &mut outs, centered)
                     },
                     _ => self.convert_block_scalar(ring, &inputs, &mut outs, centered),
                 }
@@ -358,10 +384,36 @@ mod ifma {
         outs: &mut [&mut [u64]],
         centered: bool,
     ) {
+        thread_local! {
+            /// Scaled residues and overflows of one block, reused: a fresh
+            /// zeroed buffer per block cost as much as the block's outputs.
+            static SCRATCH: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
+        }
+        let len = inputs[0].len();
+        let mut buf = SCRATCH.take();
+        let need = (c.k + 1) * len;
+        if buf.len() < need {
+            buf.resize(need, 0);
+        }
+        let (y, rest) = buf.split_at_mut(c.k * len);
+        let overflow = &mut rest[..if centered { len } else { 0 }];
+        // SAFETY: the caller's guarantees; every word of y and overflow read
+        // below is written first.
+        unsafe { convert_block_in(c, inputs, outs, centered, y, overflow) };
+        SCRATCH.set(buf);
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq,avx512ifma")]
+    unsafe fn convert_block_in(
+        c: &IfmaConsts,
+        inputs: &[&[u64]],
+        outs: &mut [&mut [u64]],
+        centered: bool,
+        y: &mut [u64],
+        overflow: &mut [u64],
+    ) {
         let k = c.k;
         let len = inputs[0].len();
-        let mut y = vec![0u64; k * len];
-        let mut overflow = vec![0u64; if centered { len } else { 0 }];
         #[allow(clippy::needless_range_loop)] // i indexes four parallel tables
         for i in 0..k {
             let q = _mm512_set1_epi64(c.src_q[i] as i64);
@@ -393,7 +445,7 @@ mod ifma {
         }
         if !c.lazy.is_empty() {
             // SAFETY: same features; `y` and `overflow` hold `len` words per source.
-            unsafe { outputs_lazy(c, &y, &overflow, len, outs, centered) };
+            unsafe { outputs_lazy(c, y, overflow, len, outs, centered) };
             return;
         }
         for (j, out) in outs.iter_mut().enumerate() {
@@ -483,6 +535,130 @@ mod ifma {
                 unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(p) as *mut _, v) };
             }
         }
+    }
+}
+
+/// The AVX-512 kernel for primes of any size: 64-bit Shoup products (their
+/// high halves from 32-bit multiplications), one reduction per term.
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    use super::super::kernels::wide::{available as kernels_available, mulmod};
+    use super::{BasisConverter, Ring};
+    use std::arch::x86_64::*;
+
+    pub(super) fn available() -> bool {
+        kernels_available()
+    }
+
+    /// # Safety
+    /// AVX-512F and DQ must be available; the block length a multiple of 8.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(super) unsafe fn convert_block(
+        conv: &BasisConverter,
+        ring: &Ring,
+        inputs: &[&[u64]],
+        outs: &mut [&mut [u64]],
+        centered: bool,
+    ) {
+        thread_local! {
+            static SCRATCH: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
+        }
+        let moduli = ring.moduli();
+        let k = conv.src.len();
+        let len = inputs[0].len();
+        let mut buf = SCRATCH.take();
+        if buf.len() < (k + 1) * len {
+            buf.resize((k + 1) * len, 0);
+        }
+        let (y, rest) = buf.split_at_mut(k * len);
+        let overflow = &mut rest[..len];
+        for (i, &src) in conv.src.iter().enumerate() {
+            let q = _mm512_set1_epi64(moduli[src].value() as i64);
+            let (w, ws) = conv.hat_inv[i];
+            let (w, ws) = (_mm512_set1_epi64(w as i64), _mm512_set1_epi64(ws as i64));
+            for p in (0..len).step_by(8) {
+                // SAFETY: p + 8 <= len for every slice here.
+                unsafe {
+                    let x = _mm512_loadu_si512(inputs[i].as_ptr().add(p) as *const _);
+                    _mm512_storeu_si512(
+                        y.as_mut_ptr().add(i * len + p) as *mut _,
+                        mulmod(x, w, ws, q),
+                    );
+                }
+            }
+        }
+        if centered {
+            for p in (0..len).step_by(8) {
+                let mut f = _mm512_setzero_pd();
+                for i in 0..k {
+                    // SAFETY: as above.
+                    let yi = unsafe { _mm512_loadu_si512(y.as_ptr().add(i * len + p) as *const _) };
+                    f = _mm512_fmadd_pd(
+                        _mm512_cvtepu64_pd(yi),
+                        _mm512_set1_pd(conv.src_recip[i]),
+                        f,
+                    );
+                }
+                let u = _mm512_cvt_roundpd_epu64::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    f,
+                );
+                // SAFETY: as above.
+                unsafe { _mm512_storeu_si512(overflow.as_mut_ptr().add(p) as *mut _, u) };
+            }
+        }
+        for (j, out) in outs.iter_mut().enumerate() {
+            let q = _mm512_set1_epi64(moduli[conv.dst[j]].value() as i64);
+            let w = &conv.hat_mod_dst[j * k..(j + 1) * k];
+            let ws = &conv.hat_mod_dst_shoup[j * k..(j + 1) * k];
+            let (nw, nws) = conv.neg_prod[j];
+            for p in (0..len).step_by(8) {
+                let mut acc = _mm512_setzero_si512();
+                for i in 0..k {
+                    // SAFETY: as above.
+                    let yi = unsafe { _mm512_loadu_si512(y.as_ptr().add(i * len + p) as *const _) };
+                    let t = mulmod(
+                        yi,
+                        _mm512_set1_epi64(w[i] as i64),
+                        _mm512_set1_epi64(ws[i] as i64),
+                        q,
+                    );
+                    let s = _mm512_add_epi64(acc, t);
+                    acc = _mm512_min_epu64(s, _mm512_sub_epi64(s, q));
+                }
+                if centered {
+                    // SAFETY: as above.
+                    let u = unsafe { _mm512_loadu_si512(overflow.as_ptr().add(p) as *const _) };
+                    let t = mulmod(
+                        u,
+                        _mm512_set1_epi64(nw as i64),
+                        _mm512_set1_epi64(nws as i64),
+                        q,
+                    );
+                    let s = _mm512_add_epi64(acc, t);
+                    acc = _mm512_min_epu64(s, _mm512_sub_epi64(s, q));
+                }
+                // SAFETY: p + 8 <= len = out.len().
+                unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(p) as *mut _, acc) };
+            }
+        }
+        SCRATCH.set(buf);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod wide {
+    use super::{BasisConverter, Ring};
+    pub(super) fn available() -> bool {
+        false
+    }
+    pub(super) unsafe fn convert_block(
+        _: &BasisConverter,
+        _: &Ring,
+        _: &[&[u64]],
+        _: &mut [&mut [u64]],
+        _: bool,
+    ) {
+        unreachable!("AVX-512 kernel requested on a CPU without it")
     }
 }
 
@@ -583,6 +759,52 @@ mod tests {
                     let inp: Vec<&[u64]> = input.iter().map(|v| v.as_slice()).collect();
                     let mut o: Vec<&mut [u64]> = out.iter_mut().map(|v| v.as_mut_slice()).collect();
                     conv.convert_with(&ring, &inp, &mut o, centered, use_ifma);
+                }
+                assert_eq!(outs[0], outs[1], "centered = {centered}");
+            }
+        }
+    }
+
+    /// The AVX-512 kernel for large primes against the scalar reference.
+    #[test]
+    fn wide_kernel_matches_scalar_reference() {
+        if !wide::available() {
+            eprintln!("no AVX-512 on this CPU: the wide kernel is not used here");
+            return;
+        }
+        let primes = ntt_primes(11, &[60, 56, 60, 48, 60, 40, 56], &[]).unwrap();
+        let ring = Ring::new(11, &primes[..4], &primes[4..]);
+        let n = ring.n();
+        for (src, dst) in [
+            (vec![0usize, 1, 2], vec![3usize, 4, 5, 6]),
+            (vec![4, 5, 6, 3], vec![0, 1, 2]),
+        ] {
+            let conv = BasisConverter::new(&ring, &src, &dst);
+            assert!(conv.ifma.is_none(), "primes above 2^51: no IFMA kernel");
+            let mut s = 5u64;
+            let input: Vec<Vec<u64>> = src
+                .iter()
+                .map(|&i| {
+                    let q = ring.moduli()[i].value();
+                    (0..n)
+                        .map(|_| {
+                            s = s
+                                .wrapping_mul(6364136223846793005)
+                                .wrapping_add(1442695040888963407);
+                            s % q
+                        })
+                        .collect()
+                })
+                .collect();
+            for centered in [false, true] {
+                let mut outs = [
+                    vec![vec![0u64; n]; dst.len()],
+                    vec![vec![0u64; n]; dst.len()],
+                ];
+                for (vector, out) in [false, true].into_iter().zip(outs.iter_mut()) {
+                    let inp: Vec<&[u64]> = input.iter().map(|v| v.as_slice()).collect();
+                    let mut o: Vec<&mut [u64]> = out.iter_mut().map(|v| v.as_mut_slice()).collect();
+                    conv.convert_with(&ring, &inp, &mut o, centered, vector);
                 }
                 assert_eq!(outs[0], outs[1], "centered = {centered}");
             }

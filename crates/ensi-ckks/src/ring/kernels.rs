@@ -25,6 +25,9 @@ pub fn sub_from_mul_const(m: &Modulus, out: &mut [u64], a: &[u64], w: u64) {
     if use_ifma(m) && out.len().is_multiple_of(8) {
         // SAFETY: the CPU features were checked by `use_ifma`; q < 2^50.
         unsafe { ifma::sub_from_mul_const(m.value(), out, a, w) }
+    } else if wide::available() && out.len().is_multiple_of(8) {
+        // SAFETY: the CPU features were checked; q < 2^61 (every Modulus).
+        unsafe { wide::sub_from_mul_const(m.value(), out, a, w, m.shoup(w)) }
     } else {
         sub_from_mul_const_scalar(m, out, a, w)
     }
@@ -43,6 +46,9 @@ pub fn add_mul_const(m: &Modulus, out: &mut [u64], a: &[u64], w: u64) {
     if use_ifma(m) && out.len().is_multiple_of(8) {
         // SAFETY: the CPU features were checked by `use_ifma`; q < 2^50.
         unsafe { ifma::add_mul_const(m.value(), out, a, w) }
+    } else if wide::available() && out.len().is_multiple_of(8) {
+        // SAFETY: the CPU features were checked; q < 2^61 (every Modulus).
+        unsafe { wide::add_mul_const(m.value(), out, a, w, m.shoup(w)) }
     } else {
         add_mul_const_scalar(m, out, a, w)
     }
@@ -117,6 +123,9 @@ pub fn lift_centered(m: &Modulus, top: u64, out: &mut [u64], r: &[u64]) {
     if use_ifma(m) && top < IFMA_MAX_Q && out.len().is_multiple_of(8) {
         // SAFETY: the CPU features were checked by `use_ifma`; q, top < 2^50.
         unsafe { ifma::lift_centered(m.value(), top, out, r) }
+    } else if wide::available() && out.len().is_multiple_of(8) {
+        // SAFETY: the CPU features were checked; q < 2^61 (every Modulus), r < top.
+        unsafe { wide::lift_centered(m.value(), top, out, r, m.shoup(1)) }
     } else {
         lift_centered_scalar(m, top, out, r)
     }
@@ -296,6 +305,122 @@ mod ifma {
                 _mm512_storeu_si512(o.as_mut_ptr() as *mut _, lifted);
             }
         }
+    }
+}
+
+/// The AVX-512 kernels for primes of any size (below 2^61): 64-bit Shoup
+/// products, their high halves from four 32 x 32-bit multiplications.
+#[cfg(target_arch = "x86_64")]
+pub(super) mod wide {
+    use std::arch::x86_64::*;
+
+    pub(in crate::ring) fn available() -> bool {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq")
+    }
+
+    /// The high 64 bits of a b per lane.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn mul_hi(a: __m512i, b: __m512i) -> __m512i {
+        let low32 = _mm512_set1_epi64(0xffff_ffff);
+        let (a1, b1) = (_mm512_srli_epi64::<32>(a), _mm512_srli_epi64::<32>(b));
+        let p00 = _mm512_mul_epu32(a, b);
+        let p01 = _mm512_mul_epu32(a, b1);
+        let p10 = _mm512_mul_epu32(a1, b);
+        let p11 = _mm512_mul_epu32(a1, b1);
+        // The middle column: at most 3 (2^32 - 1) < 2^34, no overflow.
+        let mid = _mm512_add_epi64(
+            _mm512_add_epi64(_mm512_srli_epi64::<32>(p00), _mm512_and_si512(p01, low32)),
+            _mm512_and_si512(p10, low32),
+        );
+        _mm512_add_epi64(
+            _mm512_add_epi64(p11, _mm512_srli_epi64::<32>(mid)),
+            _mm512_add_epi64(_mm512_srli_epi64::<32>(p01), _mm512_srli_epi64::<32>(p10)),
+        )
+    }
+
+    /// a w mod q per lane for any a, w < q < 2^62, ws = floor(w 2^64 / q).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(in crate::ring) fn mulmod(a: __m512i, w: __m512i, ws: __m512i, q: __m512i) -> __m512i {
+        let qhat = mul_hi(a, ws);
+        let r = _mm512_sub_epi64(_mm512_mullo_epi64(a, w), _mm512_mullo_epi64(qhat, q));
+        // r lies in [0, 2q).
+        _mm512_min_epu64(r, _mm512_sub_epi64(r, q))
+    }
+
+    /// # Safety
+    /// AVX-512F and DQ must be available, q < 2^61, `out.len()` a multiple of 8.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(super) unsafe fn sub_from_mul_const(q: u64, out: &mut [u64], a: &[u64], w: u64, ws: u64) {
+        let qv = _mm512_set1_epi64(q as i64);
+        let (wv, wsv) = (_mm512_set1_epi64(w as i64), _mm512_set1_epi64(ws as i64));
+        for (o, x) in out.chunks_exact_mut(8).zip(a.chunks_exact(8)) {
+            // SAFETY: both chunks hold exactly 8 words.
+            unsafe {
+                let ov = _mm512_loadu_si512(o.as_ptr() as *const _);
+                let xv = _mm512_loadu_si512(x.as_ptr() as *const _);
+                let d = _mm512_sub_epi64(xv, ov);
+                let d = _mm512_min_epu64(d, _mm512_add_epi64(d, qv));
+                _mm512_storeu_si512(o.as_mut_ptr() as *mut _, mulmod(d, wv, wsv, qv));
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F and DQ must be available, q < 2^61, `out.len()` a multiple of 8.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(super) unsafe fn add_mul_const(q: u64, out: &mut [u64], a: &[u64], w: u64, ws: u64) {
+        let qv = _mm512_set1_epi64(q as i64);
+        let (wv, wsv) = (_mm512_set1_epi64(w as i64), _mm512_set1_epi64(ws as i64));
+        for (o, x) in out.chunks_exact_mut(8).zip(a.chunks_exact(8)) {
+            // SAFETY: both chunks hold exactly 8 words.
+            unsafe {
+                let ov = _mm512_loadu_si512(o.as_ptr() as *const _);
+                let xv = _mm512_loadu_si512(x.as_ptr() as *const _);
+                let s = _mm512_add_epi64(ov, mulmod(xv, wv, wsv, qv));
+                let s = _mm512_min_epu64(s, _mm512_sub_epi64(s, qv));
+                _mm512_storeu_si512(o.as_mut_ptr() as *mut _, s);
+            }
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F and DQ must be available, q < 2^61, `out.len()` a multiple of
+    /// 8, `one_s = floor(2^64 / q)`.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(super) unsafe fn lift_centered(q: u64, top: u64, out: &mut [u64], r: &[u64], one_s: u64) {
+        let qv = _mm512_set1_epi64(q as i64);
+        let half = _mm512_set1_epi64((top / 2) as i64);
+        let top_mod = _mm512_set1_epi64((top % q) as i64);
+        let (one, one_s) = (_mm512_set1_epi64(1), _mm512_set1_epi64(one_s as i64));
+        for (o, v) in out.chunks_exact_mut(8).zip(r.chunks_exact(8)) {
+            // SAFETY: both chunks hold exactly 8 words.
+            unsafe {
+                let vv = _mm512_loadu_si512(v.as_ptr() as *const _);
+                let x = mulmod(vv, one, one_s, qv);
+                let d = _mm512_sub_epi64(x, top_mod);
+                let d = _mm512_min_epu64(d, _mm512_add_epi64(d, qv));
+                let above = _mm512_cmpgt_epu64_mask(vv, half);
+                _mm512_storeu_si512(o.as_mut_ptr() as *mut _, _mm512_mask_mov_epi64(x, above, d));
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) mod wide {
+    pub(in crate::ring) fn available() -> bool {
+        false
+    }
+    pub(super) unsafe fn sub_from_mul_const(_: u64, _: &mut [u64], _: &[u64], _: u64, _: u64) {
+        unreachable!("AVX-512 kernel requested on a CPU without it")
+    }
+    pub(super) unsafe fn add_mul_const(_: u64, _: &mut [u64], _: &[u64], _: u64, _: u64) {
+        unreachable!("AVX-512 kernel requested on a CPU without it")
+    }
+    pub(super) unsafe fn lift_centered(_: u64, _: u64, _: &mut [u64], _: &[u64], _: u64) {
+        unreachable!("AVX-512 kernel requested on a CPU without it")
     }
 }
 
