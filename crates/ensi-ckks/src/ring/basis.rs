@@ -339,6 +339,7 @@ impl IfmaConsts {
 /// product reduced by a 52-bit Shoup multiplication.
 #[cfg(target_arch = "x86_64")]
 mod ifma {
+    use super::super::kernels::ifma::{addmod, mulmod};
     use super::IfmaConsts;
     use std::arch::x86_64::*;
 
@@ -347,30 +348,6 @@ mod ifma {
         is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512dq")
             && is_x86_feature_detected!("avx512ifma")
-    }
-
-    /// Per lane a w mod q, for a < 2^52, w < q < 2^51, ws = floor(w 2^52 / q).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512ifma")]
-    fn mulmod(a: __m512i, w: __m512i, ws: __m512i, q: __m512i) -> __m512i {
-        let zero = _mm512_setzero_si512();
-        let mask = _mm512_set1_epi64(((1u64 << 52) - 1) as i64);
-        let qhat = _mm512_madd52hi_epu64(zero, a, ws);
-        let lo = _mm512_sub_epi64(
-            _mm512_madd52lo_epu64(zero, a, w),
-            _mm512_madd52lo_epu64(zero, qhat, q),
-        );
-        // a w - qhat q lies in [0, 2q), so its low 52 bits are the value itself.
-        let r = _mm512_and_si512(lo, mask);
-        _mm512_min_epu64(r, _mm512_sub_epi64(r, q))
-    }
-
-    /// (a + b) mod q per lane for a, b < q.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn addmod(a: __m512i, b: __m512i, q: __m512i) -> __m512i {
-        let s = _mm512_add_epi64(a, b);
-        _mm512_min_epu64(s, _mm512_sub_epi64(s, q))
     }
 
     /// Converts one block (length a multiple of 8).

@@ -141,7 +141,7 @@ fn lift_centered_scalar(m: &Modulus, top: u64, out: &mut [u64], r: &[u64]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod ifma {
+pub(super) mod ifma {
     use std::arch::x86_64::*;
 
     pub(super) fn available() -> bool {
@@ -153,10 +153,11 @@ mod ifma {
         (((w as u128) << 52) / q as u128) as u64
     }
 
-    /// Per lane a w mod q, for a < 2^52, w < q < 2^50, ws = shoup52(w, q).
+    /// Per lane a w mod q, for a < 2^52, w < q < 2^51 (so 2q < 2^52),
+    /// ws = shoup52(w, q). Shared with the basis conversion's kernel.
     #[inline]
     #[target_feature(enable = "avx512f,avx512ifma")]
-    fn mulmod(a: __m512i, w: __m512i, ws: __m512i, q: __m512i) -> __m512i {
+    pub(in crate::ring) fn mulmod(a: __m512i, w: __m512i, ws: __m512i, q: __m512i) -> __m512i {
         let zero = _mm512_setzero_si512();
         let mask = _mm512_set1_epi64(((1u64 << 52) - 1) as i64);
         let qhat = _mm512_madd52hi_epu64(zero, a, ws);
@@ -167,6 +168,14 @@ mod ifma {
         // a w - qhat q lies in [0, 2q): its low 52 bits are the value itself.
         let r = _mm512_and_si512(lo, mask);
         _mm512_min_epu64(r, _mm512_sub_epi64(r, q))
+    }
+
+    /// (a + b) mod q per lane for a, b < q.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(in crate::ring) fn addmod(a: __m512i, b: __m512i, q: __m512i) -> __m512i {
+        let s = _mm512_add_epi64(a, b);
+        _mm512_min_epu64(s, _mm512_sub_epi64(s, q))
     }
 
     /// (a - b) mod q per lane for a, b < q: a - b wraps when negative, and
