@@ -703,7 +703,6 @@ mod tests {
         }
         let primes = ntt_primes(11, &[50, 40, 40, 50, 40, 50, 50], &[]).unwrap();
         let ring = Ring::new(11, &primes[..5], &primes[5..]);
-        let n = ring.n();
         for (src, dst) in [
             (vec![0usize, 1, 2], vec![3usize, 4, 5, 6]),
             (vec![5, 6], vec![0, 1, 2, 3, 4]),
@@ -712,33 +711,45 @@ mod tests {
             let conv = BasisConverter::new(&ring, &src, &dst);
             // Primes of at most 50 bits: the lazy output loop is the one compared.
             assert!(conv.ifma.as_ref().is_some_and(|c| !c.lazy.is_empty()));
-            let mut s = 99u64;
-            let input: Vec<Vec<u64>> = src
-                .iter()
-                .map(|&i| {
-                    let q = ring.moduli()[i].value();
-                    (0..n)
-                        .map(|_| {
-                            s = s
-                                .wrapping_mul(6364136223846793005)
-                                .wrapping_add(1442695040888963407);
-                            (s >> 7) % q
-                        })
-                        .collect()
-                })
-                .collect();
-            for centered in [false, true] {
-                let mut outs = [
-                    vec![vec![0u64; n]; dst.len()],
-                    vec![vec![0u64; n]; dst.len()],
-                ];
-                for (use_ifma, out) in [false, true].into_iter().zip(outs.iter_mut()) {
-                    let inp: Vec<&[u64]> = input.iter().map(|v| v.as_slice()).collect();
-                    let mut o: Vec<&mut [u64]> = out.iter_mut().map(|v| v.as_mut_slice()).collect();
-                    conv.convert_with(&ring, &inp, &mut o, centered, use_ifma);
-                }
-                assert_eq!(outs[0], outs[1], "centered = {centered}");
+            assert_vector_matches_scalar(&ring, &conv, &src, dst.len(), 99, 7);
+        }
+    }
+
+    /// The vector kernel (`convert_with(.., true)`) equals the scalar
+    /// reference on random inputs (the generator's state shifted right by
+    /// `shift`, reduced), plain and centered.
+    fn assert_vector_matches_scalar(
+        ring: &Ring,
+        conv: &BasisConverter,
+        src: &[usize],
+        dst_len: usize,
+        seed: u64,
+        shift: u32,
+    ) {
+        let n = ring.n();
+        let mut s = seed;
+        let input: Vec<Vec<u64>> = src
+            .iter()
+            .map(|&i| {
+                let q = ring.moduli()[i].value();
+                (0..n)
+                    .map(|_| {
+                        s = s
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        (s >> shift) % q
+                    })
+                    .collect()
+            })
+            .collect();
+        for centered in [false, true] {
+            let mut outs = [vec![vec![0u64; n]; dst_len], vec![vec![0u64; n]; dst_len]];
+            for (vector, out) in [false, true].into_iter().zip(outs.iter_mut()) {
+                let inp: Vec<&[u64]> = input.iter().map(|v| v.as_slice()).collect();
+                let mut o: Vec<&mut [u64]> = out.iter_mut().map(|v| v.as_mut_slice()).collect();
+                conv.convert_with(ring, &inp, &mut o, centered, vector);
             }
+            assert_eq!(outs[0], outs[1], "centered = {centered}");
         }
     }
 
@@ -751,40 +762,13 @@ mod tests {
         }
         let primes = ntt_primes(11, &[60, 56, 60, 48, 60, 40, 56], &[]).unwrap();
         let ring = Ring::new(11, &primes[..4], &primes[4..]);
-        let n = ring.n();
         for (src, dst) in [
             (vec![0usize, 1, 2], vec![3usize, 4, 5, 6]),
             (vec![4, 5, 6, 3], vec![0, 1, 2]),
         ] {
             let conv = BasisConverter::new(&ring, &src, &dst);
             assert!(conv.ifma.is_none(), "primes above 2^51: no IFMA kernel");
-            let mut s = 5u64;
-            let input: Vec<Vec<u64>> = src
-                .iter()
-                .map(|&i| {
-                    let q = ring.moduli()[i].value();
-                    (0..n)
-                        .map(|_| {
-                            s = s
-                                .wrapping_mul(6364136223846793005)
-                                .wrapping_add(1442695040888963407);
-                            s % q
-                        })
-                        .collect()
-                })
-                .collect();
-            for centered in [false, true] {
-                let mut outs = [
-                    vec![vec![0u64; n]; dst.len()],
-                    vec![vec![0u64; n]; dst.len()],
-                ];
-                for (vector, out) in [false, true].into_iter().zip(outs.iter_mut()) {
-                    let inp: Vec<&[u64]> = input.iter().map(|v| v.as_slice()).collect();
-                    let mut o: Vec<&mut [u64]> = out.iter_mut().map(|v| v.as_mut_slice()).collect();
-                    conv.convert_with(&ring, &inp, &mut o, centered, vector);
-                }
-                assert_eq!(outs[0], outs[1], "centered = {centered}");
-            }
+            assert_vector_matches_scalar(&ring, &conv, &src, dst.len(), 5, 0);
         }
     }
 
