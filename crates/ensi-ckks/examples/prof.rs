@@ -1,4 +1,5 @@
-//! Phase timings of key switching at n16-l20 (min over repeats, to see through noise).
+//! Phase timings of key switching (min over repeats, to see through noise) at
+//! the top level of `PROF_PRESET` (default `n16-l20`).
 use ensi_ckks::keyswitch::*;
 use ensi_ckks::*;
 use std::time::Instant;
@@ -14,15 +15,14 @@ fn min_ms(runs: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let params = ParametersLiteral::preset("n16-l20")
-        .unwrap()
-        .build()
-        .unwrap();
+    let preset = std::env::var("PROF_PRESET").unwrap_or_else(|_| "n16-l20".into());
+    let params = ParametersLiteral::preset(&preset).unwrap().build().unwrap();
+    let top = params.max_level();
     let ring = params.ring();
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.gen_secret_key();
     let rk = kg.gen_relin_key(&sk);
-    let mut p = ring.zero(21, 0, false);
+    let mut p = ring.zero(top + 1, 0, false);
     for (i, x) in p.data_mut_for_bench().iter_mut().enumerate() {
         *x = (i as u64 * 7919) % 1000003;
     }
@@ -56,7 +56,8 @@ fn main() {
     );
     let map = ring.automorphism_ntt_map(k);
     println!(
-        "automorphism of 21 limbs: {:.3} ms",
+        "automorphism of {} limbs: {:.3} ms",
+        top + 1,
         min_ms(runs, || drop(std::hint::black_box(
             ring.automorphism_ntt_with_map(&p, &map)
         )))

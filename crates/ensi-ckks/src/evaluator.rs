@@ -106,10 +106,14 @@ impl Evaluator {
                 level: ct.level(),
             });
         }
-        let mut out = ct.clone();
-        out.c0.truncate_q(level + 1);
-        out.c1.truncate_q(level + 1);
-        Ok(out)
+        // Only the kept limbs are copied.
+        let ring = self.params.ring();
+        Ok(Ciphertext {
+            c0: ring.q_prefix(&ct.c0, level + 1),
+            c1: ring.q_prefix(&ct.c1, level + 1),
+            scale: ct.scale,
+            log_slots: ct.log_slots,
+        })
     }
 
     /// Brings two ciphertexts to the lower of their levels.
@@ -328,6 +332,67 @@ impl Evaluator {
         }
         out.scale *= const_scale;
         Ok(out)
+    }
+
+    /// `sum_k round(c_k s_k) ct_k` at `level`, not rescaled, for terms
+    /// `(ct_k, c_k, s_k)`: each input is read only down to `level` (no copy,
+    /// one pass per output limb), and every `ct_k.scale * s_k` must agree: the
+    /// result carries that scale. Equal, word for word, to dropping each input
+    /// to `level`, [`Self::mul_const_scaled`] and adding; the leaves of
+    /// polynomial evaluation are such sums.
+    pub fn mul_const_sum(
+        &self,
+        terms: &[(&Ciphertext, f64, f64)],
+        level: usize,
+    ) -> Result<Ciphertext> {
+        let (first, _, s0) = *terms
+            .first()
+            .ok_or_else(|| CkksError::InvalidParameters("an empty sum of terms".into()))?;
+        let scale = first.scale * s0;
+        for &(ct, c, s) in terms {
+            self.check(ct)?;
+            if ct.level() < level {
+                return Err(CkksError::LevelTooLow {
+                    needed: level,
+                    level: ct.level(),
+                });
+            }
+            if ct.log_slots != first.log_slots {
+                return Err(CkksError::SlotMismatch {
+                    a: first.log_slots,
+                    b: ct.log_slots,
+                });
+            }
+            if !(c.is_finite() && s.is_finite() && s > 0.0) {
+                return Err(CkksError::Encoding(format!("constant {c} at scale {s}")));
+            }
+            Self::check_scales(ct.scale * s, scale)?;
+        }
+        let ring = self.params.ring();
+        let residues: Vec<Vec<u64>> = terms
+            .iter()
+            .map(|&(_, c, s)| self.integer_residues(c * s, level))
+            .collect();
+        let sum = |pick: fn(&Ciphertext) -> &RnsPoly| {
+            let mut out = ring.zero(level + 1, 0, true);
+            let n = ring.n();
+            out.data
+                .par_chunks_mut(n)
+                .enumerate()
+                .for_each(|(i, limb)| {
+                    let m = &ring.moduli()[i];
+                    for (&(ct, _, _), r) in terms.iter().zip(&residues) {
+                        kernels::add_mul_const(m, limb, pick(ct).limb(i), r[i]);
+                    }
+                });
+            out
+        };
+        Ok(Ciphertext {
+            c0: sum(|ct| &ct.c0),
+            c1: sum(|ct| &ct.c1),
+            scale,
+            log_slots: first.log_slots,
+        })
     }
 
     /// ct * c, then rescale: the constant is encoded at the scale of the prime

@@ -397,3 +397,48 @@ fn truncated_keys() {
         22.0,
     );
 }
+
+/// `mul_const_sum` (inputs at different levels and scales, read down to one
+/// level) equals dropping, multiplying by each constant and adding, word for
+/// word, and decrypts to the weighted sum (precision asserted in bits).
+#[test]
+fn const_sum_equals_the_term_by_term_chain() {
+    let mut c = ctx();
+    let (a, b) = (random_values(c.slots(), 21), random_values(c.slots(), 22));
+    let ca = c.encrypt(&a);
+    let cb = c.encrypt(&b);
+    let e = &c.eval;
+    let mut cb = e.drop_to_level(&cb, c.params.max_level() - 1).unwrap();
+    cb.set_scale(cb.scale() * 4.0); // another scale: its constant scale compensates
+    let b4: Vec<_> = b.iter().map(|x| x / 4.0).collect();
+    let level = c.params.max_level() - 2;
+    // After the rescale by q_level the sum sits at 2^40.
+    let target = 2f64.powi(40) * c.params.q()[level] as f64;
+    let terms = [
+        (&ca, 0.75, target / ca.scale()),
+        (&cb, -1.5, target / cb.scale()),
+        (&ca, 0.0, target / ca.scale()),
+    ];
+    let fused = e.mul_const_sum(&terms, level).unwrap();
+    let mut chain: Option<Ciphertext> = None;
+    for &(ct, k, s) in &terms {
+        let t = e
+            .mul_const_scaled(&e.drop_to_level(ct, level).unwrap(), Complex64::new(k, 0.0), s)
+            .unwrap();
+        chain = Some(match chain {
+            None => t,
+            Some(acc) => e.add(&acc, &t).unwrap(),
+        });
+    }
+    assert_eq!(fused, chain.unwrap());
+    assert_eq!(fused.level(), level);
+    let want: Vec<_> = a.iter().zip(&b4).map(|(x, y)| 0.75 * x - 1.5 * y).collect();
+    let out = e.rescale(&fused).unwrap();
+    assert_precision("mul_const_sum", &c.decrypt(&out), &want, 20.0);
+    // Refusals: an input below the level, scales that disagree, no terms.
+    assert!(e.mul_const_sum(&terms, c.params.max_level()).is_err());
+    assert!(e
+        .mul_const_sum(&[(&ca, 1.0, 2.0), (&cb, 1.0, 2.0)], level)
+        .is_err());
+    assert!(e.mul_const_sum(&[], level).is_err());
+}

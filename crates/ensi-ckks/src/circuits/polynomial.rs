@@ -365,6 +365,19 @@ pub(crate) trait Backend {
     fn add_const(&self, ct: &Self::Ct, c: f64) -> Result<Self::Ct>;
     fn add(&self, a: &Self::Ct, b: &Self::Ct) -> Result<Self::Ct>;
     fn sub(&self, a: &Self::Ct, b: &Self::Ct) -> Result<Self::Ct>;
+    /// `sum_k c_k ct_k` at `level`, each constant encoded at its scale `s_k`
+    /// (terms `(ct_k, c_k, s_k)`, not rescaled): by default term by term.
+    fn mul_const_sum(&self, terms: &[(&Self::Ct, f64, f64)], level: usize) -> Result<Self::Ct> {
+        let mut acc: Option<Self::Ct> = None;
+        for &(ct, c, s) in terms {
+            let term = self.mul_const_scaled(&self.drop_to_level(ct, level)?, c, s)?;
+            acc = Some(match acc {
+                None => term,
+                Some(a) => self.add(&a, &term)?,
+            });
+        }
+        acc.ok_or_else(|| invalid("an empty sum of terms".into()))
+    }
 }
 
 /// The homomorphic backend.
@@ -410,6 +423,10 @@ impl Backend for HeBackend<'_> {
     }
     fn sub(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
         self.eval.sub(a, b)
+    }
+    fn mul_const_sum(&self, terms: &[(&Ciphertext, f64, f64)], level: usize) -> Result<Ciphertext> {
+        // One pass over the inputs' limbs instead of a copy, a product and a sum per term.
+        self.eval.mul_const_sum(terms, level)
     }
 }
 
@@ -592,20 +609,26 @@ impl<'b, B: Backend> Circuit<'b, B> {
         let be = self.be;
         let at = level + 1;
         let pre_scale = scale * be.q(at);
-        let mut acc: Option<B::Ct> = None;
+        // The nonzero terms (and the last one if all are zero: a leaf is a ciphertext).
+        let mut used: Vec<(usize, f64)> = Vec::new();
         for (k, &c) in coeffs.iter().enumerate().skip(1) {
-            if c == 0.0 && !(acc.is_none() && k + 1 == coeffs.len()) {
+            if c == 0.0 && !(used.is_empty() && k + 1 == coeffs.len()) {
                 continue;
             }
             self.ensure_power(pb, k)?;
-            let t = be.drop_to_level(&pb.powers[&k], at)?;
-            let term = be.mul_const_scaled(&t, c, pre_scale / be.scale(&t))?;
-            acc = Some(match acc {
-                None => term,
-                Some(s) => be.add(&s, &term)?,
-            });
+            used.push((k, c));
         }
-        let mut acc = acc.ok_or_else(|| invalid("a leaf needs degree >= 1".into()))?;
+        if used.is_empty() {
+            return Err(invalid("a leaf needs degree >= 1".into()));
+        }
+        let terms: Vec<(&B::Ct, f64, f64)> = used
+            .iter()
+            .map(|&(k, c)| {
+                let t = &pb.powers[&k];
+                (t, c, pre_scale / be.scale(t))
+            })
+            .collect();
+        let mut acc = be.mul_const_sum(&terms, at)?;
         if coeffs[0] != 0.0 {
             acc = be.add_const(&acc, coeffs[0])?;
         }

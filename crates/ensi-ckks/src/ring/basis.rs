@@ -15,7 +15,7 @@ use rayon::prelude::*;
 /// Coefficients are converted in blocks of this many so that the scaled
 /// source residues of one block stay in the L1/L2 cache while every target
 /// limb is produced.
-const BLOCK: usize = 1024;
+const BLOCK: usize = 256;
 
 /// Precomputed constants for converting from one set of moduli to another.
 #[derive(Clone, Debug)]
@@ -31,10 +31,10 @@ pub struct BasisConverter {
     /// A mod b_j.
     prod_mod_dst: Vec<u64>,
     ifma: Option<IfmaConsts>,
-    /// 64-bit Shoup companions of `hat_mod_dst`, and (-A mod b_j, companion),
-    /// for the AVX-512 kernel of primes too large for IFMA.
-    hat_mod_dst_shoup: Vec<u64>,
-    neg_prod: Vec<(u64, u64)>,
+    /// -A mod b_j.
+    neg_prod: Vec<u64>,
+    /// The AVX-512 kernel's constants, for primes too large for [`IfmaConsts`].
+    wide: Option<wide::WideConsts>,
 }
 
 impl BasisConverter {
@@ -95,19 +95,10 @@ impl BasisConverter {
                 })
             })
             .collect();
-        let hat_mod_dst_shoup = hat_mod_dst
-            .iter()
-            .enumerate()
-            .map(|(idx, &w)| moduli[dst[idx / src.len()]].shoup(w))
-            .collect();
         let neg_prod = dst
             .iter()
             .zip(&prod_mod_dst)
-            .map(|(&j, &a)| {
-                let m = &moduli[j];
-                let w = m.sub(0, a);
-                (w, m.shoup(w))
-            })
+            .map(|(&j, &a)| moduli[j].sub(0, a))
             .collect();
         let mut conv = Self {
             src: src.to_vec(),
@@ -117,10 +108,13 @@ impl BasisConverter {
             src_recip,
             prod_mod_dst,
             ifma: None,
-            hat_mod_dst_shoup,
             neg_prod,
+            wide: None,
         };
         conv.ifma = IfmaConsts::new(&conv, moduli);
+        if conv.ifma.is_none() {
+            conv.wide = Some(wide::WideConsts::new(&conv, moduli));
+        }
         conv
     }
 
@@ -199,8 +193,9 @@ impl BasisConverter {
                         ifma::convert_block(consts, &inputs, &mut outs, centered)
                     },
                     // SAFETY: `wide::available()` was checked above.
-                    _ if use_wide && len.is_multiple_of(8) => unsafe {
-                        wide::convert_block(self, ring, &inputs, &mut outs, centered)
+                    _ if use_wide && len.is_multiple_of(8) && self.wide.is_some() => unsafe {
+                        let consts = self.wide.as_ref().expect("checked");
+                        wide::convert_block(self, consts, ring, &inputs, &mut outs, centered)
                     },
                     _ => self.convert_block_scalar(ring, &inputs, &mut outs, centered),
                 }
@@ -515,8 +510,21 @@ mod ifma {
     }
 }
 
-/// The AVX-512 kernel for primes of any size: 64-bit Shoup products (their
-/// high halves from 32-bit multiplications), one reduction per term.
+/// The AVX-512 kernel for primes of any size (up to 2^61): the scaled
+/// residues y_i come from 64-bit Shoup products (high halves from 32-bit
+/// multiplications), once per source; every output's sum `sum_i y_i w_ij` is
+/// then accumulated exactly, in radix 2^52, with IFMA and no reduction per
+/// term, and reduced once per output.
+///
+/// With y = a + 2^52 b and w = c + 2^52 d (a, c < 2^52; b, d < 2^10 for
+/// primes below 2^62), `y w = a c + 2^52 (a d + b c) + 2^104 b d`: seven
+/// 52-bit half products, each summed into one of three words of weight
+/// 1, 2^52, 2^104 (b = 0 when every source prime is below 2^52, d = 0 for a
+/// target below 2^52: four products, or two). The words stay below 2^60 for
+/// up to 128 terms, and `T = W0 + 2^52 W1 + 2^104 W2` is reduced as
+/// `W0 + W1 (2^52 mod q) + W2 (2^104 mod q)`. The old kernel reduced every
+/// term with a 64-bit Shoup product (two 64-bit low multiplications, four
+/// 32-bit ones): at `n16-boot`'s top level that was 44% of a key switch.
 #[cfg(target_arch = "x86_64")]
 mod wide {
     use super::super::kernels::wide::{available as kernels_available, mulmod};
@@ -524,14 +532,61 @@ mod wide {
     use std::arch::x86_64::*;
 
     pub(super) fn available() -> bool {
-        kernels_available()
+        kernels_available() && is_x86_feature_detected!("avx512ifma")
+    }
+
+    const MASK52: u64 = (1 << 52) - 1;
+
+    /// Per target prime: the weights split at bit 52, and the reduction constants.
+    #[derive(Clone, Debug)]
+    pub(super) struct WideConsts {
+        /// (c, d) of (A/a_i) mod b_j at [j * k + i], then of -A mod b_j at [j * k + k]...
+        /// laid out per target as k + 1 pairs (the last one for the overflow).
+        split: Vec<(u64, u64)>,
+        /// Per target: q, (2^52 mod q, companion), (2^104 mod q, companion), (1, companion).
+        reduce: Vec<[u64; 7]>,
+        /// Whether some source prime is 2^52 or more (b != 0).
+        big_src: bool,
+    }
+
+    impl WideConsts {
+        pub(super) fn new(conv: &BasisConverter, moduli: &[crate::math::Modulus]) -> Self {
+            let k = conv.src.len();
+            let mut split = Vec::with_capacity((k + 1) * conv.dst.len());
+            let mut reduce = Vec::with_capacity(conv.dst.len());
+            for (j, &dst) in conv.dst.iter().enumerate() {
+                let m = &moduli[dst];
+                let parts = |w: u64| (w & MASK52, w >> 52);
+                split.extend(conv.hat_mod_dst[j * k..(j + 1) * k].iter().map(|&w| parts(w)));
+                split.push(parts(conv.neg_prod[j]));
+                let r1 = m.reduce_u128(1u128 << 52);
+                let r2 = m.mul(r1, r1);
+                let one = m.reduce(1);
+                reduce.push([
+                    m.value(),
+                    r1,
+                    m.shoup(r1),
+                    r2,
+                    m.shoup(r2),
+                    one,
+                    m.shoup(one),
+                ]);
+            }
+            let big_src = conv.src.iter().any(|&i| moduli[i].value() >> 52 != 0);
+            Self {
+                split,
+                reduce,
+                big_src,
+            }
+        }
     }
 
     /// # Safety
-    /// AVX-512F and DQ must be available; the block length a multiple of 8.
-    #[target_feature(enable = "avx512f,avx512dq")]
+    /// AVX-512F, DQ and IFMA must be available; the block length a multiple of 8.
+    #[target_feature(enable = "avx512f,avx512dq,avx512ifma")]
     pub(super) unsafe fn convert_block(
         conv: &BasisConverter,
+        wc: &WideConsts,
         ring: &Ring,
         inputs: &[&[u64]],
         outs: &mut [&mut [u64]],
@@ -544,11 +599,12 @@ mod wide {
         let k = conv.src.len();
         let len = inputs[0].len();
         let mut buf = SCRATCH.take();
-        if buf.len() < (k + 1) * len {
-            buf.resize((k + 1) * len, 0);
+        // Low parts of y (k blocks, the overflow u appended as term k), high parts (k blocks).
+        if buf.len() < (2 * k + 1) * len {
+            buf.resize((2 * k + 1) * len, 0);
         }
-        let (y, rest) = buf.split_at_mut(k * len);
-        let overflow = &mut rest[..len];
+        let (lo, hi) = buf.split_at_mut((k + 1) * len);
+        let mask = _mm512_set1_epi64(MASK52 as i64);
         for (i, &src) in conv.src.iter().enumerate() {
             let q = _mm512_set1_epi64(moduli[src].value() as i64);
             let (w, ws) = conv.hat_inv[i];
@@ -557,9 +613,14 @@ mod wide {
                 // SAFETY: p + 8 <= len for every slice here.
                 unsafe {
                     let x = _mm512_loadu_si512(inputs[i].as_ptr().add(p) as *const _);
+                    let y = mulmod(x, w, ws, q);
                     _mm512_storeu_si512(
-                        y.as_mut_ptr().add(i * len + p) as *mut _,
-                        mulmod(x, w, ws, q),
+                        lo.as_mut_ptr().add(i * len + p) as *mut _,
+                        _mm512_and_si512(y, mask),
+                    );
+                    _mm512_storeu_si512(
+                        hi.as_mut_ptr().add(i * len + p) as *mut _,
+                        _mm512_srli_epi64::<52>(y),
                     );
                 }
             }
@@ -568,10 +629,17 @@ mod wide {
             for p in (0..len).step_by(8) {
                 let mut f = _mm512_setzero_pd();
                 for i in 0..k {
-                    // SAFETY: as above.
-                    let yi = unsafe { _mm512_loadu_si512(y.as_ptr().add(i * len + p) as *const _) };
+                    // SAFETY: as above; y = lo + 2^52 hi, exact in the sum below
+                    // up to the rounding the estimate tolerates anyway.
+                    let (l, h) = unsafe {
+                        (
+                            _mm512_loadu_si512(lo.as_ptr().add(i * len + p) as *const _),
+                            _mm512_loadu_si512(hi.as_ptr().add(i * len + p) as *const _),
+                        )
+                    };
+                    let y = _mm512_or_si512(l, _mm512_slli_epi64::<52>(h));
                     f = _mm512_fmadd_pd(
-                        _mm512_cvtepu64_pd(yi),
+                        _mm512_cvtepu64_pd(y),
                         _mm512_set1_pd(conv.src_recip[i]),
                         f,
                     );
@@ -579,57 +647,128 @@ mod wide {
                 let u = _mm512_cvt_roundpd_epu64::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
                     f,
                 );
-                // SAFETY: as above.
-                unsafe { _mm512_storeu_si512(overflow.as_mut_ptr().add(p) as *mut _, u) };
+                // SAFETY: term k of `lo` holds len words.
+                unsafe { _mm512_storeu_si512(lo.as_mut_ptr().add(k * len + p) as *mut _, u) };
             }
         }
+        let terms = if centered { k + 1 } else { k };
         for (j, out) in outs.iter_mut().enumerate() {
-            let q = _mm512_set1_epi64(moduli[conv.dst[j]].value() as i64);
-            let w = &conv.hat_mod_dst[j * k..(j + 1) * k];
-            let ws = &conv.hat_mod_dst_shoup[j * k..(j + 1) * k];
-            let (nw, nws) = conv.neg_prod[j];
-            for p in (0..len).step_by(8) {
-                let mut acc = _mm512_setzero_si512();
-                for i in 0..k {
-                    // SAFETY: as above.
-                    let yi = unsafe { _mm512_loadu_si512(y.as_ptr().add(i * len + p) as *const _) };
-                    let t = mulmod(
-                        yi,
-                        _mm512_set1_epi64(w[i] as i64),
-                        _mm512_set1_epi64(ws[i] as i64),
-                        q,
-                    );
-                    let s = _mm512_add_epi64(acc, t);
-                    acc = _mm512_min_epu64(s, _mm512_sub_epi64(s, q));
+            let split = &wc.split[j * (k + 1)..j * (k + 1) + terms];
+            let big_dst = wc.reduce[j][0] >> 52 != 0;
+            // SAFETY: the caller's guarantees; `lo` holds `terms` blocks and
+            // `hi` k blocks of `len` words.
+            unsafe {
+                match (wc.big_src, big_dst) {
+                    (true, true) => output::<true, true>(lo, hi, k, len, split, &wc.reduce[j], out),
+                    (true, false) => {
+                        output::<true, false>(lo, hi, k, len, split, &wc.reduce[j], out)
+                    }
+                    (false, true) => {
+                        output::<false, true>(lo, hi, k, len, split, &wc.reduce[j], out)
+                    }
+                    (false, false) => {
+                        output::<false, false>(lo, hi, k, len, split, &wc.reduce[j], out)
+                    }
                 }
-                if centered {
-                    // SAFETY: as above.
-                    let u = unsafe { _mm512_loadu_si512(overflow.as_ptr().add(p) as *const _) };
-                    let t = mulmod(
-                        u,
-                        _mm512_set1_epi64(nw as i64),
-                        _mm512_set1_epi64(nws as i64),
-                        q,
-                    );
-                    let s = _mm512_add_epi64(acc, t);
-                    acc = _mm512_min_epu64(s, _mm512_sub_epi64(s, q));
-                }
-                // SAFETY: p + 8 <= len = out.len().
-                unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(p) as *mut _, acc) };
             }
         }
         SCRATCH.set(buf);
+    }
+
+    /// One target limb: `sum_t y_t w_t mod q` over the terms of `split`
+    /// (term k, if present, is the overflow u < 2^52 with b = 0).
+    /// `BIG_SRC`: the high parts b may be nonzero; `BIG_DST`: d may be.
+    ///
+    /// # Safety
+    /// As [`convert_block`]; `lo` holds `split.len()` blocks of `len` words,
+    /// `hi` at least `k`, `out` `len` words.
+    #[target_feature(enable = "avx512f,avx512dq,avx512ifma")]
+    unsafe fn output<const BIG_SRC: bool, const BIG_DST: bool>(
+        lo: &[u64],
+        hi: &[u64],
+        k: usize,
+        len: usize,
+        split: &[(u64, u64)],
+        reduce: &[u64; 7],
+        out: &mut [u64],
+    ) {
+        let mask = _mm512_set1_epi64(MASK52 as i64);
+        let bc = |v: u64| _mm512_set1_epi64(v as i64);
+        let q = bc(reduce[0]);
+        let (r1, r1s, r2, r2s, one, ones) = (
+            bc(reduce[1]),
+            bc(reduce[2]),
+            bc(reduce[3]),
+            bc(reduce[4]),
+            bc(reduce[5]),
+            bc(reduce[6]),
+        );
+        for p in (0..len).step_by(8) {
+            let z = _mm512_setzero_si512();
+            // Separate accumulators per product: independent IFMA chains.
+            let (mut w0, mut w1a, mut w1b, mut w1c, mut w2a, mut w2b, mut w2c) =
+                (z, z, z, z, z, z, z);
+            for (t, &(c, d)) in split.iter().enumerate() {
+                let (c, d) = (bc(c), bc(d));
+                // SAFETY: t * len + p + 8 <= split.len() * len <= lo.len().
+                let a = unsafe { _mm512_loadu_si512(lo.as_ptr().add(t * len + p) as *const _) };
+                w0 = _mm512_madd52lo_epu64(w0, a, c);
+                w1a = _mm512_madd52hi_epu64(w1a, a, c);
+                if BIG_DST {
+                    w1b = _mm512_madd52lo_epu64(w1b, a, d);
+                    w2a = _mm512_madd52hi_epu64(w2a, a, d);
+                }
+                if BIG_SRC && t < k {
+                    // SAFETY: t < k blocks of `hi`.
+                    let b =
+                        unsafe { _mm512_loadu_si512(hi.as_ptr().add(t * len + p) as *const _) };
+                    w1c = _mm512_madd52lo_epu64(w1c, b, c);
+                    w2b = _mm512_madd52hi_epu64(w2b, b, c);
+                    if BIG_DST {
+                        w2c = _mm512_madd52lo_epu64(w2c, b, d);
+                    }
+                }
+            }
+            // Normalize: W0 < 2^52, W1 < 2^52, W2 small; T unchanged.
+            let mut w1 = _mm512_add_epi64(_mm512_add_epi64(w1a, w1b), w1c);
+            w1 = _mm512_add_epi64(w1, _mm512_srli_epi64::<52>(w0));
+            let w0 = _mm512_and_si512(w0, mask);
+            let w2 = _mm512_add_epi64(
+                _mm512_add_epi64(_mm512_add_epi64(w2a, w2b), w2c),
+                _mm512_srli_epi64::<52>(w1),
+            );
+            let w1 = _mm512_and_si512(w1, mask);
+            let v0 = if BIG_DST {
+                w0 // W0 < 2^52 <= q.
+            } else {
+                mulmod(w0, one, ones, q)
+            };
+            let s = _mm512_add_epi64(v0, mulmod(w1, r1, r1s, q));
+            let s = _mm512_min_epu64(s, _mm512_sub_epi64(s, q));
+            let s = _mm512_add_epi64(s, mulmod(w2, r2, r2s, q));
+            let s = _mm512_min_epu64(s, _mm512_sub_epi64(s, q));
+            // SAFETY: p + 8 <= len = out.len().
+            unsafe { _mm512_storeu_si512(out.as_mut_ptr().add(p) as *mut _, s) };
+        }
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 mod wide {
     use super::{BasisConverter, Ring};
+    #[derive(Clone, Debug)]
+    pub(super) struct WideConsts;
+    impl WideConsts {
+        pub(super) fn new(_: &BasisConverter, _: &[crate::math::Modulus]) -> Self {
+            Self
+        }
+    }
     pub(super) fn available() -> bool {
         false
     }
     pub(super) unsafe fn convert_block(
         _: &BasisConverter,
+        _: &WideConsts,
         _: &Ring,
         _: &[&[u64]],
         _: &mut [&mut [u64]],
@@ -762,13 +901,33 @@ mod tests {
         }
         let primes = ntt_primes(11, &[60, 56, 60, 48, 60, 40, 56], &[]).unwrap();
         let ring = Ring::new(11, &primes[..4], &primes[4..]);
+        // Big and small sources and targets in every combination (the kernel
+        // skips the products that vanish when a side is below 2^52).
         for (src, dst) in [
             (vec![0usize, 1, 2], vec![3usize, 4, 5, 6]),
             (vec![4, 5, 6, 3], vec![0, 1, 2]),
+            (vec![3, 5], vec![0, 6, 4]),
+            (vec![0, 2, 4], vec![1, 6]),
+            ((0..7).filter(|&i| i != 5).collect(), vec![5]),
         ] {
             let conv = BasisConverter::new(&ring, &src, &dst);
             assert!(conv.ifma.is_none(), "primes above 2^51: no IFMA kernel");
             assert_vector_matches_scalar(&ring, &conv, &src, dst.len(), 5, 0);
+            // The largest residues everywhere: the sums' bounds at their worst.
+            let n = ring.n();
+            let input: Vec<Vec<u64>> = src
+                .iter()
+                .map(|&i| vec![ring.moduli()[i].value() - 1; n])
+                .collect();
+            let inp: Vec<&[u64]> = input.iter().map(|v| v.as_slice()).collect();
+            for centered in [false, true] {
+                let mut outs = [vec![vec![0u64; n]; dst.len()], vec![vec![0u64; n]; dst.len()]];
+                for (vector, out) in [false, true].into_iter().zip(outs.iter_mut()) {
+                    let mut o: Vec<&mut [u64]> = out.iter_mut().map(|v| v.as_mut_slice()).collect();
+                    conv.convert_with(&ring, &inp, &mut o, centered, vector);
+                }
+                assert_eq!(outs[0], outs[1], "largest residues, centered = {centered}");
+            }
         }
     }
 

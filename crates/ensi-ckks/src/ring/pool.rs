@@ -60,16 +60,29 @@ pub fn take_zeroed(len: usize) -> Vec<u64> {
     v
 }
 
-/// Returns a buffer to the pool (or frees it if the pool is full).
+/// Returns a buffer to the pool. When the pool is full the oldest buffers
+/// are freed to make room: the sizes a computation asks for change as it moves
+/// down the modulus chain (bootstrapping runs from 26 limbs to 11), and a pool
+/// that kept its oldest buffers would end up full of sizes nobody asks for,
+/// every request then missing it and paying fresh page faults.
 pub fn give(v: Vec<u64>) {
-    if v.capacity() < MIN_WORDS {
+    let bytes = v.capacity() * 8;
+    if v.capacity() < MIN_WORDS || bytes > MAX_BYTES {
         return;
     }
     let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.bytes + v.capacity() * 8 <= MAX_BYTES {
-        pool.bytes += v.capacity() * 8;
-        pool.free.push(v);
+    let mut evict = 0;
+    let mut kept = pool.bytes;
+    while kept + bytes > MAX_BYTES {
+        kept -= pool.free[evict].capacity() * 8;
+        evict += 1;
     }
+    let old: Vec<Vec<u64>> = pool.free.drain(..evict).collect();
+    pool.bytes = kept + bytes;
+    pool.free.push(v);
+    drop(pool);
+    // Freed outside the lock.
+    drop(old);
 }
 
 #[cfg(test)]
