@@ -62,6 +62,34 @@ fn main() {
             ring.automorphism_ntt_with_map(&p, &map)
         )))
     );
+    let encoder = Encoder::new(&params);
+    let values: Vec<Complex64> = (0..params.n() / 2)
+        .map(|i| Complex64::new((i % 7) as f64 * 0.1, (i % 5) as f64 * 0.1))
+        .collect();
+    println!(
+        "encode at the top level: {:.2} ms",
+        min_ms(runs, || drop(std::hint::black_box(
+            encoder.encode(&values, top, 2f64.powi(40), params.log_slots())
+        )))
+    );
+    let unscaled = encoder
+        .unscaled_coefficients(&values, params.log_slots())
+        .unwrap();
+    println!(
+        "encode_unscaled at the top level: {:.2} ms",
+        min_ms(runs, || drop(std::hint::black_box(
+            encoder.encode_unscaled(&unscaled, top, 2f64.powi(40))
+        )))
+    );
+    let mut q = ring.zero(top + 1, 0, false);
+    println!(
+        "NTT of {} limbs (mean of forward and inverse): {:.2} ms",
+        top + 1,
+        min_ms(runs, || {
+            ring.ntt(&mut q);
+            ring.intt(&mut q)
+        }) / 2.0
+    );
     // `PROF_LOOP=k`: k more key switches, for a profiler to see them alone.
     let extra: usize = std::env::var("PROF_LOOP")
         .ok()

@@ -15,6 +15,21 @@ use num_complex::Complex64;
 use rayon::prelude::*;
 use std::f64::consts::PI;
 
+/// A vector's inverse special FFT (see [`Encoder::unscaled_coefficients`]):
+/// what encoding it at any level and scale starts from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnscaledCoefficients {
+    v: Vec<Complex64>,
+    log_slots: u32,
+}
+
+impl UnscaledCoefficients {
+    /// log2 of the slot count.
+    pub fn log_slots(&self) -> u32 {
+        self.log_slots
+    }
+}
+
 /// Encodes and decodes messages for one parameter set.
 pub struct Encoder {
     params: Parameters,
@@ -175,6 +190,19 @@ impl Encoder {
         scale: f64,
         log_slots: u32,
     ) -> Result<Plaintext> {
+        let unscaled = self.unscaled_coefficients(values, log_slots)?;
+        self.encode_unscaled(&unscaled, level, scale)
+    }
+
+    /// The first half of [`Self::encode`], which depends on neither level nor
+    /// scale: the inverse special FFT of `values` on 2^log_slots slots.
+    /// Callers that encode the same values at many scales (bootstrapping's
+    /// linear transforms) keep this and redo only [`Self::encode_unscaled`].
+    pub fn unscaled_coefficients(
+        &self,
+        values: &[Complex64],
+        log_slots: u32,
+    ) -> Result<UnscaledCoefficients> {
         let slots = self.check_slots(log_slots)?;
         if values.len() > slots {
             return Err(CkksError::TooManyValues {
@@ -182,6 +210,25 @@ impl Encoder {
                 slots,
             });
         }
+        let mut v = vec![Complex64::new(0.0, 0.0); slots];
+        for (d, s) in v.iter_mut().zip(values) {
+            if !(s.re.is_finite() && s.im.is_finite()) {
+                return Err(CkksError::Encoding(format!("{s} is not finite")));
+            }
+            *d = *s;
+        }
+        self.fft_special_inv(&mut v);
+        Ok(UnscaledCoefficients { v, log_slots })
+    }
+
+    /// The second half of [`Self::encode`]: scale, round, reduce and
+    /// transform at `level` (the result is the same, word for word).
+    pub fn encode_unscaled(
+        &self,
+        unscaled: &UnscaledCoefficients,
+        level: usize,
+        scale: f64,
+    ) -> Result<Plaintext> {
         if level > self.params.max_level() {
             return Err(CkksError::LevelTooLow {
                 needed: level,
@@ -193,18 +240,12 @@ impl Encoder {
                 "scale {scale} must be finite and >= 1"
             )));
         }
-        let mut v = vec![Complex64::new(0.0, 0.0); slots];
-        for (d, s) in v.iter_mut().zip(values) {
-            if !(s.re.is_finite() && s.im.is_finite()) {
-                return Err(CkksError::Encoding(format!("{s} is not finite")));
-            }
-            *d = *s;
-        }
-        self.fft_special_inv(&mut v);
+        let log_slots = unscaled.log_slots;
+        let slots = self.check_slots(log_slots)?;
         let n = self.params.n();
         let gap = n / (2 * slots);
         let mut coeffs = vec![0f64; n];
-        for (i, c) in v.iter().enumerate() {
+        for (i, c) in unscaled.v.iter().enumerate() {
             coeffs[i * gap] = (c.re * scale).round();
             coeffs[i * gap + n / 2] = (c.im * scale).round();
         }
@@ -254,9 +295,7 @@ impl Encoder {
                 if max < 4.0e15 && m.value() < (1 << 52) {
                     reduce_small_integers(limb, coeffs, m.value());
                 } else if small {
-                    for (r, &c) in limb.iter_mut().zip(coeffs) {
-                        *r = m.reduce_i64(c as i64);
-                    }
+                    crate::ring::kernels::reduce_signed(m, limb, coeffs);
                 } else {
                     for (r, &c) in limb.iter_mut().zip(coeffs) {
                         *r = reduce_f64_integer(c, m);

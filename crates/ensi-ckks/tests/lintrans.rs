@@ -3,6 +3,7 @@
 //! the level and scale of the output, and the rotation keys: an evaluator
 //! holding exactly [`LinearTransform::rotation_steps`] succeeds, and one
 //! missing any single step of that list fails (so the list is exactly what is used).
+//! The prepared form ([`LinearTransform::prepare`]) evaluates to the same ciphertext.
 //! insecure-n12 with sparse slots (2^4 and 2^6).
 
 mod common;
@@ -73,6 +74,13 @@ fn apply(
         .unwrap();
     assert_eq!(encoded.rotation_steps(), steps);
     let out = encoded.evaluate(&eval, &ct).unwrap();
+    // The prepared path (inverse FFT once, encoded per call) gives the same plaintexts.
+    let prepared = lt
+        .prepare(&s.encoder)
+        .unwrap()
+        .encode(&s.encoder, level, ct.scale(), output_scale)
+        .unwrap();
+    assert_eq!(prepared.evaluate(&eval, &ct).unwrap(), out);
     assert_eq!(out.level(), level - 1, "one level");
     assert!(
         ((out.scale() / output_scale) - 1.0).abs() < 1e-9,

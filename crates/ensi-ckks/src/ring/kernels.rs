@@ -140,6 +140,28 @@ fn lift_centered_scalar(m: &Modulus, top: u64, out: &mut [u64], r: &[u64]) {
     }
 }
 
+/// `out[i] = coeffs[i] mod q` for integer-valued `coeffs` below 2^63 in
+/// magnitude (an encoder's rounded coefficients), for any prime.
+///
+/// Encoding at bootstrapping's scales (2^56 and more) puts coefficients
+/// beyond the exact-f64 trick of small primes; one by one in scalar code the
+/// reductions were as slow as the NTTs that follow them.
+pub fn reduce_signed(m: &Modulus, out: &mut [u64], coeffs: &[f64]) {
+    assert_eq!(out.len(), coeffs.len());
+    if wide::available() && out.len().is_multiple_of(8) {
+        // SAFETY: the CPU features were checked; q < 2^61 (every Modulus).
+        unsafe { wide::reduce_signed(m.value(), out, coeffs, m.shoup(1), m.reduce_u128(1 << 64)) }
+    } else {
+        reduce_signed_scalar(m, out, coeffs)
+    }
+}
+
+fn reduce_signed_scalar(m: &Modulus, out: &mut [u64], coeffs: &[f64]) {
+    for (r, &c) in out.iter_mut().zip(coeffs) {
+        *r = m.reduce_i64(c as i64);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(super) mod ifma {
     use std::arch::x86_64::*;
@@ -415,6 +437,36 @@ pub(super) mod wide {
             }
         }
     }
+
+    /// # Safety
+    /// AVX-512F and DQ must be available, q < 2^61, `out.len()` a multiple of
+    /// 8, every coefficient an integer below 2^63 in magnitude, `one_s =
+    /// floor(2^64 / q)`, `r64 = 2^64 mod q`.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    pub(super) unsafe fn reduce_signed(
+        q: u64,
+        out: &mut [u64],
+        coeffs: &[f64],
+        one_s: u64,
+        r64: u64,
+    ) {
+        let qv = _mm512_set1_epi64(q as i64);
+        let (one, one_s) = (_mm512_set1_epi64(1), _mm512_set1_epi64(one_s as i64));
+        let r64 = _mm512_set1_epi64(r64 as i64);
+        for (o, c) in out.chunks_exact_mut(8).zip(coeffs.chunks_exact(8)) {
+            // SAFETY: both chunks hold exactly 8 words.
+            unsafe {
+                let x = _mm512_cvttpd_epi64(_mm512_loadu_pd(c.as_ptr()));
+                // As unsigned words a negative x reads 2^64 + x: reduce that,
+                // then take 2^64 mod q back off.
+                let r = mulmod(x, one, one_s, qv);
+                let d = _mm512_sub_epi64(r, r64);
+                let d = _mm512_min_epu64(d, _mm512_add_epi64(d, qv));
+                let negative = _mm512_cmplt_epi64_mask(x, _mm512_setzero_si512());
+                _mm512_storeu_si512(o.as_mut_ptr() as *mut _, _mm512_mask_mov_epi64(r, negative, d));
+            }
+        }
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -429,6 +481,9 @@ pub(super) mod wide {
         unreachable!("AVX-512 kernel requested on a CPU without it")
     }
     pub(super) unsafe fn lift_centered(_: u64, _: u64, _: &mut [u64], _: &[u64], _: u64) {
+        unreachable!("AVX-512 kernel requested on a CPU without it")
+    }
+    pub(super) unsafe fn reduce_signed(_: u64, _: &mut [u64], _: &[f64], _: u64, _: u64) {
         unreachable!("AVX-512 kernel requested on a CPU without it")
     }
 }
@@ -474,6 +529,39 @@ mod tests {
                 (s >> 5) % bound
             })
             .collect()
+    }
+
+    /// Signed coefficients up to 2^63 in magnitude, reduced by the vector
+    /// kernel, equal the scalar reference and the definition.
+    #[test]
+    fn signed_reduction_matches_the_scalar_reference() {
+        let n = 1024 + 8;
+        for &q in &ntt_primes(10, &[30, 40, 50, 56, 60], &[]).unwrap() {
+            let m = Modulus::new(q);
+            let mut c: Vec<f64> = words(n, 1 << 62, q)
+                .into_iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    // Magnitudes from tiny to 2^62, both signs.
+                    let v = (w >> (i % 60)) as f64;
+                    if i % 3 == 0 {
+                        -v
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            let edges = [0.0, 1.0, -1.0, q as f64, -(q as f64), 9.2e18, -9.2e18];
+            c[..edges.len()].copy_from_slice(&edges);
+            let mut fast = vec![0; n];
+            reduce_signed(&m, &mut fast, &c);
+            let mut slow = vec![0; n];
+            reduce_signed_scalar(&m, &mut slow, &c);
+            assert_eq!(fast, slow, "q = {q}");
+            for (i, &v) in c.iter().enumerate().take(64) {
+                assert_eq!(slow[i], (v as i128).rem_euclid(q as i128) as u64, "{v}");
+            }
+        }
     }
 
     /// The dispatching kernels (vector where the CPU and prime allow) equal the

@@ -129,7 +129,7 @@ pub(crate) mod raw;
 pub use dft::{coeffs_to_slots, slots_to_coeffs};
 
 use crate::ciphertext::Ciphertext;
-use crate::circuits::lintrans::LinearTransform;
+use crate::circuits::lintrans::{LinearTransform, PreparedLinearTransform};
 use crate::circuits::polynomial::{ChebyshevPoly, PolynomialEvaluator};
 use crate::encoder::Encoder;
 use crate::error::{CkksError, Result};
@@ -565,7 +565,6 @@ pub struct Bootstrapper {
     config: BootstrapConfig,
     eval: Evaluator,
     encoder: Encoder,
-    cts: Vec<LinearTransform>,
     stc: Vec<LinearTransform>,
     /// Real and imaginary parts in one `2n`-slot ciphertext for EvalMod (see [`transforms`]).
     packed: bool,
@@ -574,6 +573,10 @@ pub struct Bootstrapper {
     /// With sparse packing: CoeffsToSlots encoded once (its levels and scales
     /// do not depend on the input), compactly.
     cts_encoded: Vec<CompactTransform>,
+    /// Full slots: both transforms' diagonals through the inverse FFT once
+    /// (encoding them per call is then the scaling and the NTTs).
+    cts_prepared: Vec<PreparedLinearTransform>,
+    stc_prepared: Vec<PreparedLinearTransform>,
     cosine: ChebyshevPoly,
     to_sparse: SwitchingKey,
     to_dense: SwitchingKey,
@@ -635,14 +638,23 @@ impl Bootstrapper {
         } else {
             (None, Vec::new())
         };
+        let encoder = Encoder::new(params);
+        let prepare = |lts: &[LinearTransform]| -> Result<Vec<PreparedLinearTransform>> {
+            if packed {
+                return Ok(Vec::new());
+            }
+            lts.iter().map(|lt| lt.prepare(&encoder)).collect()
+        };
+        let (cts_prepared, stc_prepared) = (prepare(&cts)?, prepare(&stc)?);
         Ok(Self {
-            cts,
+            cts_prepared,
+            stc_prepared,
             stc,
             packed,
             compact,
             cts_encoded,
             eval: Evaluator::new(params, Arc::new(keys.eval)),
-            encoder: Encoder::new(params),
+            encoder,
             params: params.clone(),
             output_scale: params.default_scale(),
             to_sparse: keys.to_sparse,
@@ -657,14 +669,23 @@ impl Bootstrapper {
         &self.eval
     }
 
-    /// Bytes of the linear transforms' diagonals encoded once and held by the
-    /// bootstrapper (sparse packing: CoeffsToSlots, compactly; SlotsToCoeffs,
-    /// whose scale follows the input's, is encoded at every call, compactly too).
+    /// Bytes of the linear transforms' diagonals held by the bootstrapper
+    /// (sparse packing: CoeffsToSlots encoded, compactly; SlotsToCoeffs, whose
+    /// scale follows the input's, is encoded at every call, compactly too.
+    /// Full slots: both through the inverse FFT, encoded at every call).
     pub fn encoded_bytes(&self) -> usize {
-        self.cts_encoded
+        let prepared: usize = self
+            .cts_prepared
             .iter()
-            .map(CompactTransform::byte_size)
-            .sum()
+            .chain(&self.stc_prepared)
+            .map(PreparedLinearTransform::byte_size)
+            .sum();
+        prepared
+            + self
+                .cts_encoded
+                .iter()
+                .map(CompactTransform::byte_size)
+                .sum::<usize>()
     }
 
     /// The configuration.
@@ -761,7 +782,7 @@ impl Bootstrapper {
     /// Encodes `lt` for `ct` and evaluates it, counting the encoding time apart.
     fn apply(
         &self,
-        lt: &LinearTransform,
+        lt: &PreparedLinearTransform,
         ct: &Ciphertext,
         output_scale: f64,
         encoding: &mut Duration,
@@ -826,7 +847,7 @@ impl Bootstrapper {
                 ct = lt.evaluate(eval, &ct)?;
             }
         } else {
-            for lt in &self.cts {
+            for lt in &self.cts_prepared {
                 ct = self.apply(lt, &ct, em_scale, &mut timings.encoding)?;
             }
         }
@@ -877,7 +898,7 @@ impl Bootstrapper {
                     timings.encoding += start.elapsed();
                     encoded.evaluate(eval, &ct)?
                 }
-                None => self.apply(lt, &ct, target, &mut timings.encoding)?,
+                None => self.apply(&self.stc_prepared[i], &ct, target, &mut timings.encoding)?,
             };
             if self.packed && i == 0 {
                 // z + rot(z, n) = [y, y], y = M (a + i b): n slots again.
