@@ -383,6 +383,15 @@ impl EncodedLinearTransform {
         self.n1
     }
 
+    /// Bytes of the encoded diagonals.
+    pub fn byte_size(&self) -> usize {
+        self.giants
+            .values()
+            .flatten()
+            .map(|(_, pt)| pt.poly().as_words().len() * 8)
+            .sum()
+    }
+
     /// Exactly the rotation steps [`Self::evaluate`] uses.
     pub fn rotation_steps(&self) -> Vec<i64> {
         let idx: Vec<usize> = self

@@ -129,7 +129,7 @@ pub(crate) mod raw;
 pub use dft::{coeffs_to_slots, slots_to_coeffs};
 
 use crate::ciphertext::Ciphertext;
-use crate::circuits::lintrans::{LinearTransform, PreparedLinearTransform};
+use crate::circuits::lintrans::{EncodedLinearTransform, LinearTransform, PreparedLinearTransform};
 use crate::circuits::polynomial::{ChebyshevPoly, PolynomialEvaluator};
 use crate::encoder::Encoder;
 use crate::error::{CkksError, Result};
@@ -573,9 +573,11 @@ pub struct Bootstrapper {
     /// With sparse packing: CoeffsToSlots encoded once (its levels and scales
     /// do not depend on the input), compactly.
     cts_encoded: Vec<CompactTransform>,
-    /// Full slots: both transforms' diagonals through the inverse FFT once
-    /// (encoding them per call is then the scaling and the NTTs).
-    cts_prepared: Vec<PreparedLinearTransform>,
+    /// Full slots: CoeffsToSlots encoded once (its levels and scales do not
+    /// depend on the input; 1.1 GiB at `n16-boot`, as OpenFHE's bootstrapping
+    /// setup also precomputes), SlotsToCoeffs' diagonals through the inverse
+    /// FFT once (encoding them per call is then the scaling and the NTTs).
+    cts_full: Vec<EncodedLinearTransform>,
     stc_prepared: Vec<PreparedLinearTransform>,
     cosine: ChebyshevPoly,
     to_sparse: SwitchingKey,
@@ -645,9 +647,20 @@ impl Bootstrapper {
             }
             lts.iter().map(|lt| lt.prepare(&encoder)).collect()
         };
-        let (cts_prepared, stc_prepared) = (prepare(&cts)?, prepare(&stc)?);
+        let stc_prepared = prepare(&stc)?;
+        let mut cts_full = Vec::new();
+        if !packed {
+            let em_scale = (config.eval_mod_log_scale as f64).exp2();
+            let gap = (params.n() / 2) >> config.log_slots;
+            let mut scale = cts_input_scale(params, &config, gap);
+            for (g, lt) in cts.iter().enumerate() {
+                let level = params.max_level() - g;
+                cts_full.push(lt.encode(&encoder, level, scale, em_scale)?);
+                scale = em_scale;
+            }
+        }
         Ok(Self {
-            cts_prepared,
+            cts_full,
             stc_prepared,
             stc,
             packed,
@@ -672,13 +685,14 @@ impl Bootstrapper {
     /// Bytes of the linear transforms' diagonals held by the bootstrapper
     /// (sparse packing: CoeffsToSlots encoded, compactly; SlotsToCoeffs, whose
     /// scale follows the input's, is encoded at every call, compactly too.
-    /// Full slots: both through the inverse FFT, encoded at every call).
+    /// Full slots: CoeffsToSlots encoded, SlotsToCoeffs through the inverse
+    /// FFT and encoded at every call).
     pub fn encoded_bytes(&self) -> usize {
         let prepared: usize = self
-            .cts_prepared
+            .stc_prepared
             .iter()
-            .chain(&self.stc_prepared)
             .map(PreparedLinearTransform::byte_size)
+            .chain(self.cts_full.iter().map(EncodedLinearTransform::byte_size))
             .sum();
         prepared
             + self
@@ -847,8 +861,8 @@ impl Bootstrapper {
                 ct = lt.evaluate(eval, &ct)?;
             }
         } else {
-            for lt in &self.cts_prepared {
-                ct = self.apply(lt, &ct, em_scale, &mut timings.encoding)?;
+            for lt in &self.cts_full {
+                ct = lt.evaluate(eval, &ct)?;
             }
         }
         let conj = eval.conjugate(&ct)?;
