@@ -3,7 +3,8 @@
 //! the level and scale of the output, and the rotation keys: an evaluator
 //! holding exactly [`LinearTransform::rotation_steps`] succeeds, and one
 //! missing any single step of that list fails (so the list is exactly what is used).
-//! The prepared form ([`LinearTransform::prepare`]) evaluates to the same ciphertext.
+//! The prepared form ([`LinearTransform::prepare`]) and the streaming
+//! [`LinearTransform::evaluate`] give the same ciphertext.
 //! insecure-n12 with sparse slots (2^4 and 2^6).
 
 mod common;
@@ -81,6 +82,11 @@ fn apply(
         .encode(&s.encoder, level, ct.scale(), output_scale)
         .unwrap();
     assert_eq!(prepared.evaluate(&eval, &ct).unwrap(), out);
+    // So does the streaming path (one giant step's diagonals encoded at a time).
+    assert_eq!(
+        lt.evaluate(&eval, &s.encoder, &ct, output_scale).unwrap(),
+        out
+    );
     assert_eq!(out.level(), level - 1, "one level");
     assert!(
         ((out.scale() / output_scale) - 1.0).abs() < 1e-9,

@@ -349,7 +349,11 @@ impl LinearTransform {
         })
     }
 
-    /// Encodes for `ct` (its level and scale) and evaluates, landing on `output_scale`.
+    /// Encodes for `ct` (its level and scale) and evaluates, landing on
+    /// `output_scale`: the same result as [`Self::encode`] then
+    /// [`EncodedLinearTransform::evaluate`], but the diagonals are encoded one
+    /// giant step at a time, so that only those of one giant step are held
+    /// (a dense 2^12 map at N = 2^16 would need 20 GB encoded at once).
     pub fn evaluate(
         &self,
         eval: &Evaluator,
@@ -357,8 +361,32 @@ impl LinearTransform {
         ct: &Ciphertext,
         output_scale: f64,
     ) -> Result<Ciphertext> {
-        self.encode(encoder, ct.level(), ct.scale(), output_scale)?
-            .evaluate(eval, ct)
+        if ct.log_slots() != self.log_slots {
+            return Err(CkksError::SlotMismatch {
+                a: ct.log_slots(),
+                b: self.log_slots,
+            });
+        }
+        let level = ct.level();
+        let pt_scale = plaintext_scale(encoder, level, ct.scale(), output_scale)?;
+        let n1 = self.baby_step();
+        let mut giants: BTreeMap<usize, Vec<(usize, &Vec<Complex64>)>> = BTreeMap::new();
+        for (&k, d) in &self.diagonals {
+            giants.entry(k / n1).or_default().push((k % n1, d));
+        }
+        let babies: BTreeSet<usize> = self.diagonals.keys().map(|k| k % n1).collect();
+        let groups = giants.iter().map(|(&j, terms)| {
+            let pts = terms
+                .iter()
+                .map(|&(i, d)| {
+                    let pt =
+                        encoder.encode(&rotated_right(d, n1 * j), level, pt_scale, self.log_slots)?;
+                    Ok((i, pt))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((j, pts))
+        });
+        baby_step_giant_step(eval, ct, n1, &babies, groups, output_scale)
     }
 }
 
@@ -429,40 +457,63 @@ impl EncodedLinearTransform {
             });
         }
         let babies: BTreeSet<usize> = self.giants.values().flatten().map(|(i, _)| *i).collect();
-        let steps: Vec<i64> = babies.iter().map(|&i| i as i64).collect();
-        let rotated: BTreeMap<usize, Ciphertext> = babies
-            .iter()
-            .copied()
-            .zip(eval.rotate_hoisted(&ct, &steps)?)
-            .collect();
-        let mut acc: Option<Ciphertext> = None;
-        for (&j, terms) in &self.giants {
-            let mut inner: Option<Ciphertext> = None;
-            for (i, pt) in terms {
-                let term = eval.mul_plain(&rotated[i], pt)?;
-                match inner.as_mut() {
-                    None => inner = Some(term),
-                    Some(s) => eval.add_assign(s, &term)?,
-                }
-            }
-            let Some(mut inner) = inner else { continue };
-            if j != 0 {
-                inner = eval.rotate(&inner, (self.n1 * j) as i64)?;
-            }
-            match acc.as_mut() {
-                None => acc = Some(inner),
-                Some(s) => eval.add_assign(s, &inner)?,
+        let groups = self.giants.iter().map(|(&j, terms)| {
+            Ok((j, terms.iter().map(|(i, pt)| (*i, pt)).collect::<Vec<_>>()))
+        });
+        baby_step_giant_step(eval, &ct, self.n1, &babies, groups, self.output_scale)
+    }
+}
+
+/// The evaluation shared by the encoded and the streaming paths: the baby
+/// rotations of `ct` hoisted, then per giant step `j` (in the order `groups`
+/// yields them, each with its encoded diagonals) the inner sum, one giant
+/// rotation by `n1 j`, and one rescale at the end.
+fn baby_step_giant_step<P, G>(
+    eval: &Evaluator,
+    ct: &Ciphertext,
+    n1: usize,
+    babies: &BTreeSet<usize>,
+    groups: G,
+    output_scale: f64,
+) -> Result<Ciphertext>
+where
+    P: std::borrow::Borrow<Plaintext>,
+    G: Iterator<Item = Result<(usize, Vec<(usize, P)>)>>,
+{
+    let steps: Vec<i64> = babies.iter().map(|&i| i as i64).collect();
+    let rotated: BTreeMap<usize, Ciphertext> = babies
+        .iter()
+        .copied()
+        .zip(eval.rotate_hoisted(ct, &steps)?)
+        .collect();
+    let mut acc: Option<Ciphertext> = None;
+    for group in groups {
+        let (j, terms) = group?;
+        let mut inner: Option<Ciphertext> = None;
+        for (i, pt) in &terms {
+            let term = eval.mul_plain(&rotated[i], pt.borrow())?;
+            match inner.as_mut() {
+                None => inner = Some(term),
+                Some(s) => eval.add_assign(s, &term)?,
             }
         }
-        match acc {
-            Some(acc) => eval.rescale(&acc),
-            // The zero map: a zero ciphertext at the output level and scale.
-            None => eval.rescale(&eval.mul_const_scaled(
-                &ct,
-                Complex64::new(0.0, 0.0),
-                self.output_scale * eval.params().q()[self.level] as f64 / ct.scale(),
-            )?),
+        let Some(mut inner) = inner else { continue };
+        if j != 0 {
+            inner = eval.rotate(&inner, (n1 * j) as i64)?;
         }
+        match acc.as_mut() {
+            None => acc = Some(inner),
+            Some(s) => eval.add_assign(s, &inner)?,
+        }
+    }
+    match acc {
+        Some(acc) => eval.rescale(&acc),
+        // The zero map: a zero ciphertext at the output level and scale.
+        None => eval.rescale(&eval.mul_const_scaled(
+            ct,
+            Complex64::new(0.0, 0.0),
+            output_scale * eval.params().q()[ct.level()] as f64 / ct.scale(),
+        )?),
     }
 }
 
