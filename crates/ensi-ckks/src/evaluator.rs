@@ -39,6 +39,15 @@ pub struct Evaluator {
     monomial_i: RnsPoly,
 }
 
+/// Words `cols` of the vectors `rows` of `v`.
+fn cut<'a>(
+    v: &[&'a [u64]],
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) -> Vec<&'a [u64]> {
+    v[rows].iter().map(|x| &x[cols.clone()]).collect()
+}
+
 impl Evaluator {
     /// An evaluator for `params` with evaluation `keys`.
     pub fn new(params: &Parameters, keys: Arc<EvaluationKeys>) -> Self {
@@ -143,7 +152,8 @@ impl Evaluator {
     }
 
     /// The plaintext polynomial at `level` (dropping primes; error if the plaintext is lower).
-    fn plain_at(&self, pt: &Plaintext, level: usize) -> Result<RnsPoly> {
+    /// A plaintext usable at `level`: at that level or above, Q limbs only.
+    fn check_plain(&self, pt: &Plaintext, level: usize) -> Result<()> {
         if pt.level() < level {
             return Err(CkksError::LevelTooLow {
                 needed: level,
@@ -154,9 +164,13 @@ impl Evaluator {
         {
             return Err(CkksError::ParametersMismatch);
         }
-        let mut p = pt.poly.clone();
-        p.truncate_q(level + 1);
-        Ok(p)
+        Ok(())
+    }
+
+    /// The plaintext's first `level + 1` limbs (only those are copied).
+    fn plain_at(&self, pt: &Plaintext, level: usize) -> Result<RnsPoly> {
+        self.check_plain(pt, level)?;
+        Ok(self.params.ring().q_prefix(&pt.poly, level + 1))
     }
 
     /// a + b.
@@ -257,15 +271,89 @@ impl Evaluator {
 
     /// ct * pt, without rescaling: the scale becomes the product of the scales.
     pub fn mul_plain(&self, ct: &Ciphertext, pt: &Plaintext) -> Result<Ciphertext> {
-        self.check(ct)?;
-        Self::check_slots(ct.log_slots, pt.log_slots)?;
-        let p = self.plain_at(pt, ct.level())?;
+        self.mul_plain_sum(&[(ct, pt)])
+    }
+
+    /// `sum_t ct_t * pt_t`, not rescaled, in one pass over the limbs (the
+    /// inner sums of baby-step giant-step linear maps): the ciphertexts share
+    /// one level, and every `ct_t.scale * pt_t.scale` must agree (the
+    /// result's scale); plaintexts above that level are read down to it.
+    /// Primes below 2^50 sum the products lazily with IFMA (one reduction per
+    /// output and per 15 terms); larger ones multiply-accumulate term by term.
+    pub fn mul_plain_sum(&self, terms: &[(&Ciphertext, &Plaintext)]) -> Result<Ciphertext> {
+        let (first, first_pt) = *terms
+            .first()
+            .ok_or_else(|| CkksError::InvalidParameters("an empty sum of products".into()))?;
+        let level = first.level();
+        let scale = first.scale * first_pt.scale;
+        for &(ct, pt) in terms {
+            self.check(ct)?;
+            if ct.level() != level {
+                return Err(CkksError::LevelTooLow {
+                    needed: level,
+                    level: ct.level(),
+                });
+            }
+            Self::check_slots(ct.log_slots, pt.log_slots)?;
+            Self::check_slots(ct.log_slots, first.log_slots)?;
+            self.check_plain(pt, level)?;
+            Self::check_scales(ct.scale * pt.scale, scale)?;
+        }
         let ring = self.params.ring();
+        let (n, limbs) = (ring.n(), level + 1);
+        let mut c0 = ring.scratch(limbs, 0, true);
+        let mut c1 = ring.scratch(limbs, 0, true);
+        const BLOCK: usize = 512;
+        c0.data
+            .par_chunks_mut(n)
+            .zip(c1.data.par_chunks_mut(n))
+            .enumerate()
+            .for_each(|(i, (o0, o1))| {
+                let m = &ring.moduli()[i];
+                let xs: Vec<&[u64]> = terms.iter().map(|(_, pt)| pt.poly.limb(i)).collect();
+                let bs: Vec<&[u64]> = terms.iter().map(|(ct, _)| ct.c0.limb(i)).collect();
+                let a_s: Vec<&[u64]> = terms.iter().map(|(ct, _)| ct.c1.limb(i)).collect();
+                if kernels::has_fast_inner_product(m, 1) {
+                    let chunk = kernels::MAX_LAZY_TERMS;
+                    let k = terms.len().min(chunk);
+                    kernels::inner_product_pair(m, o0, o1, &xs[..k], &bs[..k], &a_s[..k]);
+                    let (mut t0, mut t1) = ([0u64; BLOCK], [0u64; BLOCK]);
+                    for start in (chunk..terms.len()).step_by(chunk) {
+                        let end = (start + chunk).min(terms.len());
+                        for b in (0..n).step_by(BLOCK) {
+                            let e = (b + BLOCK).min(n);
+                            let (t0, t1) = (&mut t0[..e - b], &mut t1[..e - b]);
+                            kernels::inner_product_pair(
+                                m,
+                                t0,
+                                t1,
+                                &cut(&xs, start..end, b..e),
+                                &cut(&bs, start..end, b..e),
+                                &cut(&a_s, start..end, b..e),
+                            );
+                            for (o, t) in o0[b..e].iter_mut().zip(t0.iter()) {
+                                *o = m.add(*o, *t);
+                            }
+                            for (o, t) in o1[b..e].iter_mut().zip(t1.iter()) {
+                                *o = m.add(*o, *t);
+                            }
+                        }
+                    }
+                } else {
+                    let plan = ring.plan(limbs, i);
+                    o0.fill(0);
+                    o1.fill(0);
+                    for ((x, b), a) in xs.iter().zip(&bs).zip(&a_s) {
+                        plan.mul_acc(o0, x, b);
+                        plan.mul_acc(o1, x, a);
+                    }
+                }
+            });
         Ok(Ciphertext {
-            c0: ring.mul(&ct.c0, &p),
-            c1: ring.mul(&ct.c1, &p),
-            scale: ct.scale * pt.scale,
-            log_slots: ct.log_slots,
+            c0,
+            c1,
+            scale,
+            log_slots: first.log_slots,
         })
     }
 

@@ -442,3 +442,41 @@ fn const_sum_equals_the_term_by_term_chain() {
         .is_err());
     assert!(e.mul_const_sum(&[], level).is_err());
 }
+
+/// `mul_plain_sum` over more terms than one lazy chunk (15) equals the chain
+/// of `mul_plain` and `add`, word for word, at a preset with primes below
+/// 2^50 (IFMA sums) and one with larger primes (term-by-term products), and
+/// decrypts to the sum of products.
+#[test]
+fn plain_product_sums_equal_the_term_by_term_chain() {
+    for preset in ["insecure-n12", "insecure-boot-n12"] {
+        let mut c = Ctx::new(preset, &[]);
+        let terms = 20;
+        let xs: Vec<Vec<Complex64>> = (0..terms).map(|t| random_values(c.slots(), 40 + t)).collect();
+        let ws: Vec<Vec<Complex64>> = (0..terms).map(|t| random_values(c.slots(), 80 + t)).collect();
+        let cts: Vec<Ciphertext> = xs.iter().map(|x| c.encrypt(x)).collect();
+        let level = cts[0].level();
+        let pts: Vec<Plaintext> = ws
+            .iter()
+            .map(|w| {
+                c.encoder
+                    .encode(w, level, c.params.q()[level] as f64, c.params.log_slots())
+                    .unwrap()
+            })
+            .collect();
+        let e = &c.eval;
+        let pairs: Vec<(&Ciphertext, &Plaintext)> = cts.iter().zip(&pts).collect();
+        let fused = e.mul_plain_sum(&pairs).unwrap();
+        let mut chain = e.mul_plain(&cts[0], &pts[0]).unwrap();
+        for (ct, pt) in cts.iter().zip(&pts).skip(1) {
+            e.add_assign(&mut chain, &e.mul_plain(ct, pt).unwrap()).unwrap();
+        }
+        assert_eq!(fused, chain, "{preset}");
+        let want: Vec<Complex64> = (0..c.slots())
+            .map(|i| (0..terms as usize).map(|t| xs[t][i] * ws[t][i]).sum())
+            .collect();
+        let out = e.rescale(&fused).unwrap();
+        assert_precision(preset, &c.decrypt(&out), &want, 16.0);
+        assert!(e.mul_plain_sum(&[]).is_err());
+    }
+}

@@ -674,10 +674,12 @@ impl DensePcmmPlan {
             let Some((first, rest)) = giant.terms.split_first() else {
                 unreachable!("the plan keeps no empty giant step")
             };
-            let mut acc = eval.mul_plain(source(first), &first.diagonal)?;
-            for t in rest {
-                eval.add_assign(&mut acc, &eval.mul_plain(source(t), &t.diagonal)?)?;
-            }
+            // One pass over the terms' limbs (lazy sums), not a product and a sum per term.
+            let products: Vec<(&Ciphertext, &Plaintext)> = std::iter::once(first)
+                .chain(rest)
+                .map(|t| (source(t), &t.diagonal))
+                .collect();
+            let mut acc = eval.mul_plain_sum(&products)?;
             if giant.g != 0 {
                 acc = eval.rotate(&acc, (giant.g * self.geom.n1) as i64 * s)?;
             }

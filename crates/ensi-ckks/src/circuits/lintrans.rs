@@ -489,15 +489,12 @@ where
     let mut acc: Option<Ciphertext> = None;
     for group in groups {
         let (j, terms) = group?;
-        let mut inner: Option<Ciphertext> = None;
-        for (i, pt) in &terms {
-            let term = eval.mul_plain(&rotated[i], pt.borrow())?;
-            match inner.as_mut() {
-                None => inner = Some(term),
-                Some(s) => eval.add_assign(s, &term)?,
-            }
+        if terms.is_empty() {
+            continue;
         }
-        let Some(mut inner) = inner else { continue };
+        let products: Vec<(&Ciphertext, &Plaintext)> =
+            terms.iter().map(|(i, pt)| (&rotated[i], pt.borrow())).collect();
+        let mut inner = eval.mul_plain_sum(&products)?;
         if j != 0 {
             inner = eval.rotate(&inner, (n1 * j) as i64)?;
         }

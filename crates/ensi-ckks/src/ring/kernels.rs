@@ -63,7 +63,7 @@ fn add_mul_const_scalar(m: &Modulus, out: &mut [u64], a: &[u64], w: u64) {
 
 /// The most terms [`inner_product_pair`]'s lazy sums take (their high
 /// halves must stay below 2^52: each is below 2^48 for q < 2^50).
-const MAX_LAZY_TERMS: usize = 15;
+pub const MAX_LAZY_TERMS: usize = 15;
 
 /// Whether [`inner_product_pair`] has its vector form for `m` and `terms`
 /// (otherwise it runs the scalar reference, slower than a vector multiply-accumulate).
