@@ -68,9 +68,12 @@ fn main() {
         .collect();
     println!(
         "encode at the top level: {:.2} ms",
-        min_ms(runs, || drop(std::hint::black_box(
-            encoder.encode(&values, top, 2f64.powi(40), params.log_slots())
-        )))
+        min_ms(runs, || drop(std::hint::black_box(encoder.encode(
+            &values,
+            top,
+            2f64.powi(40),
+            params.log_slots()
+        ))))
     );
     let unscaled = encoder
         .unscaled_coefficients(&values, params.log_slots())

@@ -423,7 +423,11 @@ fn const_sum_equals_the_term_by_term_chain() {
     let mut chain: Option<Ciphertext> = None;
     for &(ct, k, s) in &terms {
         let t = e
-            .mul_const_scaled(&e.drop_to_level(ct, level).unwrap(), Complex64::new(k, 0.0), s)
+            .mul_const_scaled(
+                &e.drop_to_level(ct, level).unwrap(),
+                Complex64::new(k, 0.0),
+                s,
+            )
             .unwrap();
         chain = Some(match chain {
             None => t,
@@ -452,8 +456,12 @@ fn plain_product_sums_equal_the_term_by_term_chain() {
     for preset in ["insecure-n12", "insecure-boot-n12"] {
         let mut c = Ctx::new(preset, &[]);
         let terms = 20;
-        let xs: Vec<Vec<Complex64>> = (0..terms).map(|t| random_values(c.slots(), 40 + t)).collect();
-        let ws: Vec<Vec<Complex64>> = (0..terms).map(|t| random_values(c.slots(), 80 + t)).collect();
+        let xs: Vec<Vec<Complex64>> = (0..terms)
+            .map(|t| random_values(c.slots(), 40 + t))
+            .collect();
+        let ws: Vec<Vec<Complex64>> = (0..terms)
+            .map(|t| random_values(c.slots(), 80 + t))
+            .collect();
         let cts: Vec<Ciphertext> = xs.iter().map(|x| c.encrypt(x)).collect();
         let level = cts[0].level();
         let pts: Vec<Plaintext> = ws
@@ -469,7 +477,8 @@ fn plain_product_sums_equal_the_term_by_term_chain() {
         let fused = e.mul_plain_sum(&pairs).unwrap();
         let mut chain = e.mul_plain(&cts[0], &pts[0]).unwrap();
         for (ct, pt) in cts.iter().zip(&pts).skip(1) {
-            e.add_assign(&mut chain, &e.mul_plain(ct, pt).unwrap()).unwrap();
+            e.add_assign(&mut chain, &e.mul_plain(ct, pt).unwrap())
+                .unwrap();
         }
         assert_eq!(fused, chain, "{preset}");
         let want: Vec<Complex64> = (0..c.slots())

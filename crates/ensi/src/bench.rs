@@ -663,7 +663,6 @@ fn bench_bootstrap(args: &BenchArgs) -> CliResult {
             params.default_scale(),
             lt_log,
         )?)?;
-        drop(pe);
         drop(bt);
         let t = Instant::now();
         let mut lt_keys = EvaluationKeys::default();

@@ -379,8 +379,12 @@ impl LinearTransform {
             let pts = terms
                 .iter()
                 .map(|&(i, d)| {
-                    let pt =
-                        encoder.encode(&rotated_right(d, n1 * j), level, pt_scale, self.log_slots)?;
+                    let pt = encoder.encode(
+                        &rotated_right(d, n1 * j),
+                        level,
+                        pt_scale,
+                        self.log_slots,
+                    )?;
                     Ok((i, pt))
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -457,9 +461,10 @@ impl EncodedLinearTransform {
             });
         }
         let babies: BTreeSet<usize> = self.giants.values().flatten().map(|(i, _)| *i).collect();
-        let groups = self.giants.iter().map(|(&j, terms)| {
-            Ok((j, terms.iter().map(|(i, pt)| (*i, pt)).collect::<Vec<_>>()))
-        });
+        let groups = self
+            .giants
+            .iter()
+            .map(|(&j, terms)| Ok((j, terms.iter().map(|(i, pt)| (*i, pt)).collect::<Vec<_>>())));
         baby_step_giant_step(eval, &ct, self.n1, &babies, groups, self.output_scale)
     }
 }
@@ -492,8 +497,10 @@ where
         if terms.is_empty() {
             continue;
         }
-        let products: Vec<(&Ciphertext, &Plaintext)> =
-            terms.iter().map(|(i, pt)| (&rotated[i], pt.borrow())).collect();
+        let products: Vec<(&Ciphertext, &Plaintext)> = terms
+            .iter()
+            .map(|(i, pt)| (&rotated[i], pt.borrow()))
+            .collect();
         let mut inner = eval.mul_plain_sum(&products)?;
         if j != 0 {
             inner = eval.rotate(&inner, (n1 * j) as i64)?;

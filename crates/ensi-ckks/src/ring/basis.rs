@@ -557,7 +557,11 @@ mod wide {
             for (j, &dst) in conv.dst.iter().enumerate() {
                 let m = &moduli[dst];
                 let parts = |w: u64| (w & MASK52, w >> 52);
-                split.extend(conv.hat_mod_dst[j * k..(j + 1) * k].iter().map(|&w| parts(w)));
+                split.extend(
+                    conv.hat_mod_dst[j * k..(j + 1) * k]
+                        .iter()
+                        .map(|&w| parts(w)),
+                );
                 split.push(parts(conv.neg_prod[j]));
                 let r1 = m.reduce_u128(1u128 << 52);
                 let r2 = m.mul(r1, r1);
@@ -720,8 +724,7 @@ mod wide {
                 }
                 if BIG_SRC && t < k {
                     // SAFETY: t < k blocks of `hi`.
-                    let b =
-                        unsafe { _mm512_loadu_si512(hi.as_ptr().add(t * len + p) as *const _) };
+                    let b = unsafe { _mm512_loadu_si512(hi.as_ptr().add(t * len + p) as *const _) };
                     w1c = _mm512_madd52lo_epu64(w1c, b, c);
                     w2b = _mm512_madd52hi_epu64(w2b, b, c);
                     if BIG_DST {
@@ -921,7 +924,10 @@ mod tests {
                 .collect();
             let inp: Vec<&[u64]> = input.iter().map(|v| v.as_slice()).collect();
             for centered in [false, true] {
-                let mut outs = [vec![vec![0u64; n]; dst.len()], vec![vec![0u64; n]; dst.len()]];
+                let mut outs = [
+                    vec![vec![0u64; n]; dst.len()],
+                    vec![vec![0u64; n]; dst.len()],
+                ];
                 for (vector, out) in [false, true].into_iter().zip(outs.iter_mut()) {
                     let mut o: Vec<&mut [u64]> = out.iter_mut().map(|v| v.as_mut_slice()).collect();
                     conv.convert_with(&ring, &inp, &mut o, centered, vector);

@@ -463,7 +463,10 @@ pub(super) mod wide {
                 let d = _mm512_sub_epi64(r, r64);
                 let d = _mm512_min_epu64(d, _mm512_add_epi64(d, qv));
                 let negative = _mm512_cmplt_epi64_mask(x, _mm512_setzero_si512());
-                _mm512_storeu_si512(o.as_mut_ptr() as *mut _, _mm512_mask_mov_epi64(r, negative, d));
+                _mm512_storeu_si512(
+                    o.as_mut_ptr() as *mut _,
+                    _mm512_mask_mov_epi64(r, negative, d),
+                );
             }
         }
     }
