@@ -303,6 +303,23 @@ impl LinearTransform {
         steps_for(&idx, best_split(&idx, self.slots()))
     }
 
+    /// The baby step n1 and, per giant step j, `f` of every diagonal n1 j + i
+    /// rotated right by n1 j (paired with its baby index i).
+    #[allow(clippy::type_complexity)]
+    fn by_giant_step<T>(
+        &self,
+        mut f: impl FnMut(&[Complex64]) -> Result<T>,
+    ) -> Result<(usize, BTreeMap<usize, Vec<(usize, T)>>)> {
+        let n1 = self.baby_step();
+        let mut giants: BTreeMap<usize, Vec<(usize, T)>> = BTreeMap::new();
+        for (&k, d) in &self.diagonals {
+            let (j, i) = (k / n1, k % n1);
+            let t = f(&rotated_right(d, n1 * j))?;
+            giants.entry(j).or_default().push((i, t));
+        }
+        Ok((n1, giants))
+    }
+
     /// Pre-rotates and encodes the diagonals for inputs at `level` and
     /// `input_scale`, so that the output is at `output_scale` one level lower.
     pub fn encode(
@@ -313,13 +330,8 @@ impl LinearTransform {
         output_scale: f64,
     ) -> Result<EncodedLinearTransform> {
         let pt_scale = plaintext_scale(encoder, level, input_scale, output_scale)?;
-        let n1 = self.baby_step();
-        let mut giants: BTreeMap<usize, Vec<(usize, Plaintext)>> = BTreeMap::new();
-        for (&k, d) in &self.diagonals {
-            let (j, i) = (k / n1, k % n1);
-            let pt = encoder.encode(&rotated_right(d, n1 * j), level, pt_scale, self.log_slots)?;
-            giants.entry(j).or_default().push((i, pt));
-        }
+        let (n1, giants) =
+            self.by_giant_step(|d| encoder.encode(d, level, pt_scale, self.log_slots))?;
         Ok(EncodedLinearTransform {
             log_slots: self.log_slots,
             level,
@@ -335,13 +347,8 @@ impl LinearTransform {
     /// is then only the scaling, reduction and NTTs. Holds 2^log_slots
     /// complex values per diagonal.
     pub fn prepare(&self, encoder: &Encoder) -> Result<PreparedLinearTransform> {
-        let n1 = self.baby_step();
-        let mut giants: BTreeMap<usize, Vec<(usize, UnscaledCoefficients)>> = BTreeMap::new();
-        for (&k, d) in &self.diagonals {
-            let (j, i) = (k / n1, k % n1);
-            let u = encoder.unscaled_coefficients(&rotated_right(d, n1 * j), self.log_slots)?;
-            giants.entry(j).or_default().push((i, u));
-        }
+        let (n1, giants) =
+            self.by_giant_step(|d| encoder.unscaled_coefficients(d, self.log_slots))?;
         Ok(PreparedLinearTransform {
             log_slots: self.log_slots,
             n1,

@@ -537,14 +537,23 @@ mod wide {
 
     const MASK52: u64 = (1 << 52) - 1;
 
+    /// One target's final reduction of `W0 + 2^52 W1 + 2^104 W2`: its prime
+    /// and (value, 64-bit Shoup companion) of 2^52, 2^104 and 1 mod q.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) struct Reduce {
+        q: u64,
+        r1: (u64, u64),
+        r2: (u64, u64),
+        one: (u64, u64),
+    }
+
     /// Per target prime: the weights split at bit 52, and the reduction constants.
     #[derive(Clone, Debug)]
     pub(super) struct WideConsts {
-        /// (c, d) of (A/a_i) mod b_j at [j * k + i], then of -A mod b_j at [j * k + k]...
-        /// laid out per target as k + 1 pairs (the last one for the overflow).
+        /// Per target j, k + 1 pairs (c, d) at [j (k + 1) ..]: those of (A/a_i)
+        /// mod b_j for each source i, then that of -A mod b_j (the overflow's weight).
         split: Vec<(u64, u64)>,
-        /// Per target: q, (2^52 mod q, companion), (2^104 mod q, companion), (1, companion).
-        reduce: Vec<[u64; 7]>,
+        reduce: Vec<Reduce>,
         /// Whether some source prime is 2^52 or more (b != 0).
         big_src: bool,
     }
@@ -566,15 +575,12 @@ mod wide {
                 let r1 = m.reduce_u128(1u128 << 52);
                 let r2 = m.mul(r1, r1);
                 let one = m.reduce(1);
-                reduce.push([
-                    m.value(),
-                    r1,
-                    m.shoup(r1),
-                    r2,
-                    m.shoup(r2),
-                    one,
-                    m.shoup(one),
-                ]);
+                reduce.push(Reduce {
+                    q: m.value(),
+                    r1: (r1, m.shoup(r1)),
+                    r2: (r2, m.shoup(r2)),
+                    one: (one, m.shoup(one)),
+                });
             }
             let big_src = conv.src.iter().any(|&i| moduli[i].value() >> 52 != 0);
             Self {
@@ -658,7 +664,7 @@ mod wide {
         let terms = if centered { k + 1 } else { k };
         for (j, out) in outs.iter_mut().enumerate() {
             let split = &wc.split[j * (k + 1)..j * (k + 1) + terms];
-            let big_dst = wc.reduce[j][0] >> 52 != 0;
+            let big_dst = wc.reduce[j].q >> 52 != 0;
             // SAFETY: the caller's guarantees; `lo` holds `terms` blocks and
             // `hi` k blocks of `len` words.
             unsafe {
@@ -693,19 +699,19 @@ mod wide {
         k: usize,
         len: usize,
         split: &[(u64, u64)],
-        reduce: &[u64; 7],
+        reduce: &Reduce,
         out: &mut [u64],
     ) {
         let mask = _mm512_set1_epi64(MASK52 as i64);
         let bc = |v: u64| _mm512_set1_epi64(v as i64);
-        let q = bc(reduce[0]);
+        let q = bc(reduce.q);
         let (r1, r1s, r2, r2s, one, ones) = (
-            bc(reduce[1]),
-            bc(reduce[2]),
-            bc(reduce[3]),
-            bc(reduce[4]),
-            bc(reduce[5]),
-            bc(reduce[6]),
+            bc(reduce.r1.0),
+            bc(reduce.r1.1),
+            bc(reduce.r2.0),
+            bc(reduce.r2.1),
+            bc(reduce.one.0),
+            bc(reduce.one.1),
         );
         for p in (0..len).step_by(8) {
             let z = _mm512_setzero_si512();
