@@ -50,7 +50,13 @@ pub const RESIDUAL_LEVEL: usize = 2;
 /// leaves two more levels for the block than the full-slot default.
 pub fn bootstrap_config(params: &Parameters, packing: &Packing) -> BootstrapConfig {
     let mut cfg = BootstrapConfig::for_params(params).with_log_slots(packing.packed_log_slots());
-    cfg.stc_levels = 1;
+    // One SlotsToCoeffs level is the whole FFT in one transform: affordable
+    // for the few thousand slots of one packed state, not for all N/2 slots
+    // of the wide layout, which takes two (one level fewer after bootstrapping).
+    cfg.stc_levels = match packing.layout {
+        Layout::Wide => 2,
+        Layout::Columns | Layout::Dense => 1,
+    };
     cfg
 }
 
@@ -110,7 +116,7 @@ impl ServerContext {
                 packing,
                 boot.output_level(),
             )?),
-            Layout::Dense => None,
+            Layout::Dense | Layout::Wide => None,
         };
         Ok(Self {
             params: params.clone(),
@@ -686,6 +692,13 @@ impl EncryptedModel {
         progress: &(dyn Fn(usize, usize) + Sync),
     ) -> Result<EncryptedLogits> {
         let cfg = self.model.config();
+        if ctx.packing.layout == Layout::Wide {
+            return Err(InferError::Shape(
+                "the wide layout runs single blocks (EncryptedModel::wide_block); its final norm \
+                 and LM head are not implemented"
+                    .into(),
+            ));
+        }
         if ctx.packing.layout == Layout::Dense {
             return match <[Ciphertext; 1]>::try_from(x) {
                 Ok([x]) => self.dense_forward(ctx, x, tokens, progress),

@@ -25,8 +25,10 @@ pub fn encrypt_embeddings(
             packing.tokens_pad, packing.hidden
         )));
     }
-    if packing.layout == Layout::Dense {
-        return Ok(vec![encrypt_dense(params, packing, sk, x)?]);
+    match packing.layout {
+        Layout::Dense => return Ok(vec![encrypt_dense(params, packing, sk, x)?]),
+        Layout::Wide => return crate::wide::encrypt_wide(params, packing, sk, x),
+        Layout::Columns => {}
     }
     let encoder = Encoder::new(params);
     let mut enc = Encryptor::with_secret_key(params, sk);

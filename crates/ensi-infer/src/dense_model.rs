@@ -308,7 +308,7 @@ pub fn block_maps(
 
 /// `x + rot(x, step) + rot(x, 2 step) + ...` over `count` (a power of two)
 /// terms in log2(count) rotations.
-fn rotate_sum(
+pub(crate) fn rotate_sum(
     ctx: &ServerContext,
     x: &Ciphertext,
     step: usize,
@@ -326,7 +326,7 @@ fn rotate_sum(
 }
 
 /// W[o][i] as f64, zero outside W (the padding blocks of a layout).
-fn ternary_weight(m: &TernaryMatrix, o: usize, i: usize) -> f64 {
+pub(crate) fn ternary_weight(m: &TernaryMatrix, o: usize, i: usize) -> f64 {
     if o < m.rows() && i < m.cols() {
         f64::from(m.values()[o * m.cols() + i])
     } else {
@@ -381,12 +381,12 @@ impl EncryptedModel {
 
     /// `ss / bound <= 1` for the sum of squares of `width` features whose mean
     /// lies in the inverse square root's interval.
-    fn ss_bound(&self, width: usize) -> f64 {
+    pub(crate) fn ss_bound(&self, width: usize) -> f64 {
         2.0 * self.inv_sqrt_div() * width as f64
     }
 
     /// `z * r` with r = `sqrt(B_v) / rms`, landing at `target_scale`.
-    fn times_inv_rms(
+    pub(crate) fn times_inv_rms(
         &self,
         ctx: &ServerContext,
         z: &Ciphertext,
@@ -727,6 +727,9 @@ pub fn choose_packing(
     max_tokens: usize,
     layout: Option<Layout>,
 ) -> Result<Packing> {
+    if layout == Some(Layout::Wide) {
+        return crate::wide::wide_packing(cfg, params, max_tokens);
+    }
     let columns = Packing::new(max_tokens, cfg.hidden_size, params.log_n())?;
     let dense = Packing {
         layout: Layout::Dense,
@@ -736,6 +739,7 @@ pub fn choose_packing(
     match layout {
         Some(Layout::Columns) => Ok(columns),
         Some(Layout::Dense) => fits.map(|_| dense),
+        Some(Layout::Wide) => unreachable!("returned above"),
         None => Ok(if fits.is_ok() { dense } else { columns }),
     }
 }
@@ -751,6 +755,7 @@ pub fn generate_model_keys(
     let extra = match packing.layout {
         Layout::Columns => packing.rotation_steps(),
         Layout::Dense => DenseShape::new(cfg, packing, params.log_n())?.rotation_steps(packing),
+        Layout::Wide => return crate::wide::generate_wide_keys(params, cfg, packing, sk),
     };
     generate_keys_with_steps(params, packing, sk, extra)
 }

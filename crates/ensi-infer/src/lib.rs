@@ -7,7 +7,9 @@
 //! fits ([`dense_model`]: the whole state in one ciphertext, projections as
 //! block maps, every nonlinearity once per block), and ENSI's column layout
 //! ([`block`]: one ciphertext per feature column, multiplication-free ternary
-//! PCMM). Beside them: the conventional PCMM and HE softmax the paper compares
+//! PCMM). States one ciphertext cannot hold (a large model at a hundred
+//! tokens) run block by block in the wide layout ([`wide`]: the dense layout
+//! over several ciphertexts). Beside them: the conventional PCMM and HE softmax the paper compares
 //! with ([`pcmm`], [`attention`]), the client's encryption and decryption
 //! ([`client`]) and the wire format ([`wire`]). See docs/ARCHITECTURE.md.
 
@@ -19,6 +21,7 @@ pub mod dense_model;
 pub mod layout;
 pub mod packing;
 pub mod pcmm;
+pub mod wide;
 pub mod wire;
 
 use thiserror::Error;

@@ -32,6 +32,9 @@ pub enum Layout {
     /// The dense column-block layout: the whole hidden state in one
     /// ciphertext, column c in block c (see [`crate::dense_model`]).
     Dense,
+    /// The dense column-block layout over several ciphertexts (all slots of
+    /// each), for states one ciphertext cannot hold (see [`crate::wide`]).
+    Wide,
 }
 
 impl Layout {
@@ -40,6 +43,7 @@ impl Layout {
         match self {
             Layout::Columns => "columns",
             Layout::Dense => "dense",
+            Layout::Wide => "wide",
         }
     }
 
@@ -48,8 +52,9 @@ impl Layout {
         match name {
             "columns" => Ok(Layout::Columns),
             "dense" => Ok(Layout::Dense),
+            "wide" => Ok(Layout::Wide),
             other => Err(InferError::Shape(format!(
-                "unknown layout {other:?} (expected \"dense\" or \"columns\")"
+                "unknown layout {other:?} (expected \"dense\", \"wide\" or \"columns\")"
             ))),
         }
     }

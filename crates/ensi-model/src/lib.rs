@@ -51,6 +51,6 @@ pub use forward::{Forward, KvCache, Mode, RangeStats, Trace};
 pub use generate::{generate, GenerateOptions, Generation, Sampling};
 pub use quant::TernaryMatrix;
 pub use tensor::Matrix;
-pub use tiny::{write_tiny, TinyOptions};
+pub use tiny::{write_random, write_tiny, TinyOptions};
 pub use tokenizer::Tokenizer;
 pub use weights::{BitNetModel, LayerWeights};

@@ -135,6 +135,24 @@ impl Writer {
 /// Writes a tiny checkpoint (config.json, safetensors, tokenizer.json, ensi_approx.json) into
 /// `dir`, creating it; returns the files written.
 pub fn write_tiny(dir: &Path, opts: &TinyOptions) -> Result<Vec<PathBuf>> {
+    write_random(dir, opts, &tiny_config(opts.family))
+}
+
+/// Writes a random checkpoint of any shape the same way as [`write_tiny`]
+/// (the same weight distributions, the byte-level tokenizer): benchmarks run
+/// blocks of real model sizes on it. `config` must be of `opts.family` and
+/// have the tiny vocabulary.
+pub fn write_random(dir: &Path, opts: &TinyOptions, config: &ModelConfig) -> Result<Vec<PathBuf>> {
+    if config.family != opts.family || config.vocab_size != TINY_VOCAB {
+        return Err(ModelError::InvalidOption {
+            option: "config",
+            reason: format!(
+                "a random checkpoint needs the options' family ({:?}) and the byte-level \
+                 vocabulary ({TINY_VOCAB}); got {:?} with {}",
+                opts.family, config.family, config.vocab_size
+            ),
+        });
+    }
     if opts.shards == 0 {
         return Err(ModelError::InvalidOption {
             option: "shards",
@@ -142,8 +160,7 @@ pub fn write_tiny(dir: &Path, opts: &TinyOptions) -> Result<Vec<PathBuf>> {
         });
     }
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let config = tiny_config(opts.family);
-    let c = &config;
+    let c = config;
     let (h, i, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
     let mut w = Writer {
         rng: SplitMix64::new(opts.seed),

@@ -35,6 +35,7 @@ use ensi_infer::dense_model::{choose_packing, decrypt_dense, generate_model_keys
 use ensi_infer::layout::ColumnLayout;
 use ensi_infer::packing::{Layout, Packing};
 use ensi_infer::pcmm::{generic_pcmm_columns, ternary_pcmm_columns};
+use ensi_infer::wide::decrypt_wide;
 use ensi_model::approx::ApproxPolys;
 use ensi_model::rng::SplitMix64;
 use ensi_model::{BitNetModel, EnsiApprox, Family, Matrix, Mode, TernaryMatrix, TinyOptions};
@@ -700,6 +701,7 @@ fn run_block(
         let t = Instant::now();
         let (out, trace) = match packing.layout {
             Layout::Columns => (enc_model.block(&ctx, 0, &input, seq, None)?, None),
+            Layout::Wide => (enc_model.wide_block(&ctx, 0, &input, seq, None)?, None),
             Layout::Dense => {
                 // The trace only keeps (clones of) a handful of ciphertexts.
                 let mut trace = DenseTrace::default();
@@ -709,6 +711,9 @@ fn run_block(
         };
         let wall = t.elapsed().as_secs_f64() * 1e3;
         got = Some(match trace {
+            None if packing.layout == Layout::Wide => {
+                decrypt_wide(params, sk, &out, packing.tokens_pad, (seq, packing.hidden))?
+            }
             None => decrypt_columns(params, sk, &out, seq, 1.0)?,
             // The dense block's output is its residual stream: Std(d), no factor.
             Some(_) => decrypt_dense(

@@ -1,0 +1,908 @@
+//! The encrypted block in the *wide* layout: the dense column-block layout
+//! spread over several ciphertexts, for states one ciphertext cannot hold
+//! (1bitllm-large at 128 tokens: 1536 columns x 128 token slots = 6 full
+//! ciphertexts at N = 2^16).
+//!
+//! Every ciphertext uses all N/2 slots: `B = N / (2 s)` blocks of `s` token
+//! slots (s = the token count rounded up to a power of two). Two layouts:
+//!
+//! * `Std(w)`: column c in block `c mod B` of ciphertext `c / B` (the
+//!   residual stream, the normed state, the MLP's gate, up and hidden);
+//! * `Heads`: queries, keys, values and the attention output, block b of
+//!   ciphertext m holding head `h = b mod H'` and head feature
+//!   `j = m (B / H') + b / H'` (H' = heads rounded up to a power of two;
+//!   the padding heads and features are zero). Every ciphertext holds every
+//!   head, so a sum over a head's features is a sum over the ciphertexts
+//!   (one relinearization) and a rotate-and-sum over the `B / H'` feature
+//!   groups inside one.
+//!
+//! Projections are block maps over several ciphertexts ([`wide_maps`]): the
+//! diagonal method over blocks, baby-step giant-step, every linear factor
+//! around the ternary weights folded into the diagonals (BitNet scale, the
+//! RMSNorm gain, RoPE's per-token cos/sin, 1/sqrt(d_head) and the sigmoid's
+//! input map, the column order of `Heads`, GQA's sharing of KV heads). One
+//! level each, whatever they carry. The diagonals are encoded as they are
+//! used (a 1536 x 1536 map has 9216 of them, 60 GB encoded), one giant step
+//! at a time.
+//!
+//! Attention runs over the token shifts delta = 0..s, in chunks: with
+//! `K_delta = rot(K, -delta)` (one hoisted rotation per ciphertext),
+//! `sum_m Q_m K_delta,m` (one relinearization) and a rotate-and-sum over the
+//! feature groups give the score of (head h, query t, key t - delta) in every
+//! block of head h; the sigmoid runs on it; `A_delta V_delta` with
+//! `V_delta = rot(V, -delta)` masked to the keys at or before the query and
+//! among the real tokens is summed over delta per value ciphertext (one
+//! relinearization per chunk). A query slot t < delta reads, through the
+//! rotation, the last keys of the neighbouring block: a dot product of a
+//! query with another head's (or a permuted) key, bounded like any score by
+//! |q| |k|, so inside the sigmoid's interval when the real scores are; the
+//! mask on V zeroes its weight.
+//!
+//! Level budget (`L` = 11, the full-slot bootstrap's output level with two
+//! SlotsToCoeffs levels; residual at level 1, scale 2^34):
+//!
+//! | step | levels | level after |
+//! | --- | --- | --- |
+//! | main norm: `ss = sum_m sum_c x^2`, rotate-and-sum, bootstrap ss, 1/sqrt | 1 | residual 1 -> 0 |
+//! | `x * r * K` per ciphertext, bootstrap each | 1 | 0 -> L |
+//! | q, k, v maps (gamma, RoPE, scales folded) | 1 | L-1 |
+//! | v masked per shift | 1 | L-2 |
+//! | `sum_m q_m k_delta,m`, sum over feature groups | 1 | L-2 |
+//! | sigmoid (degree 16, input already in [-1, 1]) | 5 | L-7 |
+//! | `sum_delta A_delta v_delta` | 1 | o at L-8 |
+//! | sub-norm: ss of o, bootstrap ss, 1/sqrt | 2 (on a copy) | |
+//! | o_proj map (gamma folded), times r | 2 | L-10 = 1 |
+//! | MLP main norm | as above | L |
+//! | gate, up maps | 1 | L-1 |
+//! | activation (degree 31 + affine) | 6 | L-7 |
+//! | gate * up | 1 | L-8 |
+//! | sub-norm, down map, times r | 2 | L-10 = 1 |
+//!
+//! Bootstraps per block: `2 (1 + C_d) + 2` (C_d = the hidden state's
+//! ciphertexts: 6 at 1bitllm-large, s = 128), all inside RMSNorms, each of
+//! all N/2 slots.
+
+use crate::block::{bootstrap_config, mul_const_to_scale, EncryptedModel, ServerContext};
+use crate::dense_model::{
+    rotate_sum, ternary_weight, DENSE_RESIDUAL_LEVEL, DENSE_RESIDUAL_LOG_SCALE,
+};
+use crate::packing::{Layout, Packing};
+use crate::{InferError, Result};
+use ensi_ckks::circuits::bootstrap::{rotation_steps as boot_rotation_steps, BootstrapKeys};
+use ensi_ckks::circuits::{ChebyshevPoly, PolynomialEvaluator};
+use ensi_ckks::{
+    Ciphertext, Complex64, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, Plaintext,
+    SecretKey,
+};
+use ensi_model::{Matrix, ModelConfig};
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// Baby rotations held at once are capped at this many per map call
+/// (`C_in n1` ciphertexts): 256 at 1bitllm-large is about 3 GB.
+const MAX_BABIES: usize = 256;
+
+/// Token shifts processed together in attention: their rotated keys and
+/// values are held at once (2 C_h per shift).
+const SHIFT_CHUNK: usize = 8;
+
+/// The sizes of the wide layouts for one model and token count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WideShape {
+    /// Token slots per block (a power of two).
+    pub s: usize,
+    /// Blocks per ciphertext: N / (2 s).
+    pub blocks: usize,
+    /// Hidden size.
+    pub d: usize,
+    /// MLP width.
+    pub ff: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Heads rounded up to a power of two (the head index's period in `Heads`).
+    pub heads_pad: usize,
+    /// Head dimension.
+    pub hd: usize,
+    /// Query heads per KV head.
+    pub group: usize,
+    /// Ciphertexts of `Std(d)`, `Std(ff)` and `Heads`.
+    pub c_d: usize,
+    /// See `c_d`.
+    pub c_ff: usize,
+    /// See `c_d`.
+    pub c_h: usize,
+}
+
+impl WideShape {
+    /// The shape for `cfg` in a wide packing.
+    pub fn new(cfg: &ModelConfig, packing: &Packing) -> Result<Self> {
+        let (s, blocks) = (packing.tokens_pad, packing.blocks);
+        if packing.layout != Layout::Wide || !s.is_power_of_two() || !blocks.is_power_of_two() {
+            return Err(InferError::Shape(format!(
+                "not a wide packing: {:?} layout, {s} token slots, {blocks} blocks",
+                packing.layout
+            )));
+        }
+        let heads_pad = cfg.num_heads.next_power_of_two();
+        if heads_pad > blocks || cfg.num_kv_heads == 0 || cfg.num_heads % cfg.num_kv_heads != 0 {
+            return Err(InferError::Shape(format!(
+                "the wide layout needs the {} heads (rounded up to {heads_pad}) within the {blocks} \
+                 blocks of a ciphertext and whole query groups per KV head ({} KV heads)",
+                cfg.num_heads, cfg.num_kv_heads
+            )));
+        }
+        let j_per_ct = blocks / heads_pad;
+        Ok(Self {
+            s,
+            blocks,
+            d: cfg.hidden_size,
+            ff: cfg.intermediate_size,
+            heads: cfg.num_heads,
+            heads_pad,
+            hd: cfg.head_dim,
+            group: cfg.num_heads / cfg.num_kv_heads,
+            c_d: cfg.hidden_size.div_ceil(blocks),
+            c_ff: cfg.intermediate_size.div_ceil(blocks),
+            c_h: cfg.head_dim.div_ceil(j_per_ct),
+        })
+    }
+
+    /// Head features per ciphertext of `Heads`.
+    pub fn j_per_ct(&self) -> usize {
+        self.blocks / self.heads_pad
+    }
+
+    /// (head, head feature) of global block `g` (ciphertext `g / B`, block
+    /// `g mod B`) of `Heads`; None for padding.
+    pub fn head_feature(&self, g: usize) -> Option<(usize, usize)> {
+        let (m, b) = (g / self.blocks, g % self.blocks);
+        let (h, j) = (b % self.heads_pad, m * self.j_per_ct() + b / self.heads_pad);
+        (h < self.heads && j < self.hd).then_some((h, j))
+    }
+
+    /// The block maps of one block: (input ciphertexts, output ciphertexts of
+    /// all maps sharing that input).
+    fn maps(&self) -> [(usize, usize); 4] {
+        [
+            (self.c_d, 3 * self.c_h),
+            (self.c_h, self.c_d),
+            (self.c_d, 2 * self.c_ff),
+            (self.c_ff, self.c_d),
+        ]
+    }
+
+    /// Every rotation the wide block uses besides bootstrapping.
+    pub fn rotation_steps(&self) -> Vec<i64> {
+        let s = self.s as i64;
+        let mut steps = Vec::new();
+        for (c_in, outs) in self.maps() {
+            let n1 = baby_step(c_in, outs, self.blocks);
+            steps.extend((1..n1).map(|j| j as i64 * s));
+            steps.extend((1..self.blocks / n1).map(|g| (g * n1) as i64 * s));
+        }
+        // Token shifts of keys and values.
+        steps.extend((1..s).map(|delta| -delta));
+        // Sums over all blocks (norms) and over feature groups (scores).
+        let mut m = 1;
+        while m < self.blocks {
+            steps.push(m as i64 * s);
+            m *= 2;
+        }
+        steps.retain(|&x| x != 0);
+        steps.sort_unstable();
+        steps.dedup();
+        steps
+    }
+}
+
+/// Baby steps of a map over `blocks` diagonals with `c_in` inputs and `outs`
+/// output ciphertexts: the power of two minimizing rotations (a hoisted baby
+/// rotation counted as 0.6 of a giant one), at most [`MAX_BABIES`] held.
+fn baby_step(c_in: usize, outs: usize, blocks: usize) -> usize {
+    let mut best = (f64::INFINITY, 1);
+    let mut n1 = 1;
+    while n1 <= blocks && (n1 == 1 || c_in * n1 <= MAX_BABIES) {
+        let cost = 0.6 * (c_in * (n1 - 1)) as f64 + (outs * (blocks / n1 - 1)) as f64;
+        if cost < best.0 {
+            best = (cost, n1);
+        }
+        n1 *= 2;
+    }
+    best.1
+}
+
+/// A wide map's weight: `w(output global block, input global block, out)`
+/// writes the s per-token weights into `out` and returns whether any is
+/// nonzero (when it returns false, `out` is ignored). Global block
+/// `m B + b` is block b of ciphertext m.
+pub type WideWeight<'a> = &'a (dyn Fn(usize, usize, &mut [f64]) -> bool + Sync);
+
+/// Several block maps of the same input ciphertexts (`(outputs, w)` each):
+/// `y[ob][t] = sum_ib w(ob, ib)[t] x[ib][t]` over global blocks, one level,
+/// the inputs' scale.
+///
+/// Output ciphertext o reads `sum_i sum_k D_{o,i,k} (.) rot(x_i, k s)` with
+/// `D_{o,i,k}[b] = w(o B + b, i B + (b + k) mod B)`; with k = g n1 + j the
+/// baby rotations of every input are hoisted and shared by all maps, each
+/// giant step costs one rotation, and a giant step's diagonals (pre-rotated
+/// in the clear) are encoded, multiplied and summed in one pass per input
+/// ([`ensi_ckks::Evaluator::mul_plain_sum`]) and dropped.
+pub fn wide_maps(
+    ctx: &ServerContext,
+    xs: &[Ciphertext],
+    s: usize,
+    blocks: usize,
+    maps: &[(usize, WideWeight)],
+) -> Result<Vec<Vec<Ciphertext>>> {
+    let eval = ctx.eval();
+    let first = xs
+        .first()
+        .ok_or_else(|| InferError::Shape("wide map of no ciphertexts".into()))?;
+    let (level, log_slots) = (first.level(), first.log_slots());
+    if log_slots != (blocks * s).trailing_zeros()
+        || level == 0
+        || xs
+            .iter()
+            .any(|x| x.level() != level || x.log_slots() != log_slots || x.scale() != first.scale())
+    {
+        return Err(InferError::Shape(format!(
+            "wide map inputs must share level (>= 1), scale and {blocks} blocks of {s} slots"
+        )));
+    }
+    let outs: usize = maps.iter().map(|m| m.0).sum();
+    let n1 = baby_step(xs.len(), outs, blocks);
+    let giants = blocks / n1;
+    let steps: Vec<i64> = (1..n1).map(|j| (j * s) as i64).collect();
+    let babies: Vec<Vec<Ciphertext>> = xs
+        .par_iter()
+        .map(|x| {
+            let mut v = vec![x.clone()];
+            v.extend(eval.rotate_hoisted(x, &steps)?);
+            Ok(v)
+        })
+        .collect::<Result<_>>()?;
+    let pt_scale = eval.params().q()[level] as f64;
+    let encoder = ctx.encoder();
+    let tasks: Vec<(usize, usize, usize)> = maps
+        .iter()
+        .enumerate()
+        .flat_map(|(m, &(c_out, _))| {
+            (0..c_out).flat_map(move |o| (0..giants).map(move |g| (m, o, g)))
+        })
+        .collect();
+    let parts: Vec<Option<Ciphertext>> = tasks
+        .par_iter()
+        .map(|&(m, o, g)| {
+            let w = maps[m].1;
+            let shift = g * n1;
+            let mut buf = vec![0.0; blocks * s];
+            let mut acc: Option<Ciphertext> = None;
+            for (i, x_babies) in babies.iter().enumerate() {
+                let mut pts: Vec<(usize, Plaintext)> = Vec::with_capacity(n1);
+                for j in 0..n1 {
+                    let k = shift + j;
+                    let mut nonzero = false;
+                    for bp in 0..blocks {
+                        // Pre-rotated right by the giant step: block bp holds D_k[bp - shift].
+                        let b = (bp + blocks - shift) % blocks;
+                        let out = &mut buf[bp * s..(bp + 1) * s];
+                        if w(o * blocks + b, i * blocks + (b + k) % blocks, out) {
+                            nonzero = true;
+                        } else {
+                            out.fill(0.0);
+                        }
+                    }
+                    if nonzero {
+                        pts.push((j, encoder.encode_real(&buf, level, pt_scale, log_slots)?));
+                    }
+                }
+                if pts.is_empty() {
+                    continue;
+                }
+                let terms: Vec<(&Ciphertext, &Plaintext)> =
+                    pts.iter().map(|(j, pt)| (&x_babies[*j], pt)).collect();
+                let part = eval.mul_plain_sum(&terms)?;
+                match acc.as_mut() {
+                    Some(a) => eval.add_assign(a, &part)?,
+                    None => acc = Some(part),
+                }
+            }
+            match acc {
+                Some(a) if shift > 0 => Ok(Some(eval.rotate(&a, (shift * s) as i64)?)),
+                other => Ok(other),
+            }
+        })
+        .collect::<Result<_>>()?;
+    let mut parts = parts.into_iter();
+    maps.iter()
+        .map(|&(c_out, _)| {
+            (0..c_out)
+                .map(|_| {
+                    let mut it = parts.by_ref().take(giants).flatten();
+                    let y = match it.next() {
+                        Some(mut y) => {
+                            for p in it {
+                                eval.add_assign(&mut y, &p)?;
+                            }
+                            y
+                        }
+                        // An all-zero output ciphertext: zero at the product's scale.
+                        None => eval.mul_const_scaled(first, Complex64::new(0.0, 0.0), pt_scale)?,
+                    };
+                    Ok(eval.rescale(&y)?)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Intermediates of one wide block, each as (name, ciphertexts in `Std(w)`,
+/// factor, per-column gains): value = factor * gain_c * decrypted.
+#[derive(Default)]
+pub struct WideTrace {
+    /// Named intermediates.
+    pub steps: Vec<(&'static str, Vec<Ciphertext>, f64, Option<Vec<f64>>)>,
+}
+
+impl EncryptedModel {
+    /// The wide shape of a packing.
+    pub fn wide_shape(&self, packing: &Packing) -> Result<WideShape> {
+        WideShape::new(self.model().config(), packing)
+    }
+
+    /// Main RMSNorm in the wide layout: `K x / rms(x)` per ciphertext (no
+    /// gain: the gains ride on the next maps), each refreshed to the
+    /// bootstrap's output level, and K.
+    fn wide_norm(
+        &self,
+        ctx: &ServerContext,
+        sh: &WideShape,
+        x: &[Ciphertext],
+    ) -> Result<(Vec<Ciphertext>, f64)> {
+        let eval = ctx.eval();
+        let t = Instant::now();
+        let pairs: Vec<(&Ciphertext, &Ciphertext)> = x.iter().map(|c| (c, c)).collect();
+        let sq = eval.rescale(&eval.mul_sum(&pairs)?)?;
+        let ss = rotate_sum(ctx, &sq, sh.s, sh.blocks)?;
+        let fitted = ctx.fit_for_bootstrap(&ss, self.ss_bound(sh.d))?;
+        ctx.record("norm_ss", t.elapsed(), 1);
+        let r = self.inv_rms_of_fitted(ctx, &fitted)?;
+        let t = Instant::now();
+        // |x_c / rms(x)| <= sqrt(d), with a margin for the inverse square root's error.
+        let k = 1.0 / (1.05 * (sh.d as f64).sqrt());
+        let bv = self.inv_sqrt_div();
+        let level = x[0].level().min(r.level() - 1);
+        let prime = eval.params().q()[level] as f64;
+        let target = ctx.max_input_scale() / 2.0 * prime / x[0].scale();
+        let r = mul_const_to_scale(eval, &r, k / bv.sqrt(), target)?;
+        let y: Vec<Ciphertext> = x
+            .par_iter()
+            .map(|xc| Ok(ctx.fit_for_bootstrap(&eval.rescale(&eval.mul(xc, &r)?)?, 1.0)?))
+            .collect::<Result<_>>()?;
+        ctx.record("norm_mul", t.elapsed(), 1);
+        // One bootstrap at a time: each already uses every thread.
+        let y = y
+            .iter()
+            .map(|c| ctx.bootstrap(c))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((y, k))
+    }
+
+    /// The sub-norms' `sqrt(B_v) / rms(z)` over `width` features of `z`
+    /// (several ciphertexts whose every block is a feature or zero).
+    fn wide_sub_norm_r(
+        &self,
+        ctx: &ServerContext,
+        sh: &WideShape,
+        z: &[Ciphertext],
+        width: usize,
+    ) -> Result<Ciphertext> {
+        let eval = ctx.eval();
+        let t0 = Instant::now();
+        let bound = self.ss_bound(width);
+        let prime = eval.params().q()[z[0].level() - 1] as f64;
+        let target = ctx.max_input_scale() / 2.0 * prime / z[0].scale();
+        let scaled: Vec<Ciphertext> = z
+            .par_iter()
+            .map(|c| mul_const_to_scale(eval, c, 1.0 / bound, target))
+            .collect::<Result<_>>()?;
+        let pairs: Vec<(&Ciphertext, &Ciphertext)> = scaled.iter().zip(z).collect();
+        let sq = eval.rescale(&eval.mul_sum(&pairs)?)?;
+        let ss = rotate_sum(ctx, &sq, sh.s, sh.blocks)?;
+        ctx.record("subnorm_ss", t0.elapsed(), 2);
+        self.inv_rms_of_fitted(ctx, &ss)
+    }
+
+    /// One block on the wide residual stream (`Std(d)`, [`WideShape::c_d`]
+    /// ciphertexts at [`DENSE_RESIDUAL_LEVEL`]) for `tokens` real tokens.
+    pub fn wide_block(
+        &self,
+        ctx: &ServerContext,
+        layer: usize,
+        x: &[Ciphertext],
+        tokens: usize,
+        mut trace: Option<&mut WideTrace>,
+    ) -> Result<Vec<Ciphertext>> {
+        let eval = ctx.eval();
+        let model = self.model();
+        let cfg = model.config();
+        let w = model
+            .layers()
+            .get(layer)
+            .ok_or_else(|| InferError::Shape(format!("no layer {layer}")))?;
+        let sh = self.wide_shape(ctx.packing())?;
+        let (s, nb, hd) = (sh.s, sh.blocks, sh.hd);
+        if x.len() != sh.c_d || tokens == 0 || tokens > s {
+            return Err(InferError::Shape(format!(
+                "{} ciphertexts for {tokens} tokens; the wide layout needs {} and 1..={s} tokens",
+                x.len(),
+                sh.c_d
+            )));
+        }
+        let residual_scale = x[0].scale();
+        let mut record = |name: &'static str, ct: &[Ciphertext], f: f64, g: Option<&[f64]>| {
+            if let Some(t) = trace.as_deref_mut() {
+                t.steps.push((name, ct.to_vec(), f, g.map(<[f64]>::to_vec)));
+            }
+        };
+
+        // ---- Attention ----
+        let (y, k_norm) = self.wide_norm(ctx, &sh, x)?;
+        record("attn_norm", &y, 1.0 / k_norm, Some(&w.input_norm));
+        let sig = &self.polys().sigmoid;
+        let (sa, sb) = (sig.a, sig.b);
+        // Scores enter the sigmoid polynomial as 2 (z - mid) / width: the
+        // factor of q.k rides on q's weights, the bias on a plaintext.
+        let q_factor = 2.0 / ((sb - sa) * (hd as f64).sqrt());
+        let inv_freq = model.inv_freq();
+        let half = hd / 2;
+        // cos and sin of t theta_f, per token slot and frequency.
+        let (cos, sin): (Vec<f64>, Vec<f64>) = (0..s)
+            .flat_map(|t| (0..half).map(move |f| t as f64 * inv_freq[f]))
+            .map(|a| (a.cos(), a.sin()))
+            .unzip();
+        let gamma = &w.input_norm;
+        let d = cfg.hidden_size;
+        // RoPE folded into a projection: output feature j of head row `base`
+        // is cos W[base + j] -/+ sin W[base + partner] per token.
+        let rope = |m: &ensi_model::TernaryMatrix,
+                    a: f64,
+                    base: usize,
+                    j: usize,
+                    i: usize,
+                    out: &mut [f64]| {
+            let (f, partner, sign) = if j < half {
+                (j, j + half, -1.0)
+            } else {
+                (j - half, j - half, 1.0)
+            };
+            let c = m.cols();
+            let own = f64::from(m.values()[(base + j) * c + i]);
+            let other = f64::from(m.values()[(base + partner) * c + i]);
+            if own == 0.0 && other == 0.0 {
+                return false;
+            }
+            for (t, v) in out.iter_mut().enumerate() {
+                *v = a * (cos[t * half + f] * own + sign * sin[t * half + f] * other);
+            }
+            true
+        };
+        let qa = w.q_proj.scale() / k_norm * q_factor;
+        let wq = |og: usize, i: usize, out: &mut [f64]| match sh.head_feature(og) {
+            Some((h, j)) if i < d => rope(&w.q_proj, qa * gamma[i], h * hd, j, i, out),
+            _ => false,
+        };
+        let ka = w.k_proj.scale() / k_norm;
+        let wk = |og: usize, i: usize, out: &mut [f64]| match sh.head_feature(og) {
+            Some((h, j)) if i < d => rope(&w.k_proj, ka * gamma[i], (h / sh.group) * hd, j, i, out),
+            _ => false,
+        };
+        let va = w.v_proj.scale() / k_norm;
+        let wv = |og: usize, i: usize, out: &mut [f64]| match sh.head_feature(og) {
+            Some((h, j)) if i < d => {
+                let v = va * gamma[i] * ternary_weight(&w.v_proj, (h / sh.group) * hd + j, i);
+                out.fill(v);
+                v != 0.0
+            }
+            _ => false,
+        };
+        let t0 = Instant::now();
+        let [q, k, v]: [Vec<Ciphertext>; 3] = wide_maps(
+            ctx,
+            &y,
+            s,
+            nb,
+            &[(sh.c_h, &wq), (sh.c_h, &wk), (sh.c_h, &wv)],
+        )?
+        .try_into()
+        .map_err(|_| InferError::Shape("three projections".into()))?;
+        drop(y);
+        ctx.record("qkv_map", t0.elapsed(), 1);
+
+        let o = self.wide_attention(ctx, &sh, &q, &k, &v, tokens)?;
+        drop((q, k, v));
+
+        // Sub-norm on o, o_proj with the sub-norm's gain folded, times 1/rms.
+        let r = self.wide_sub_norm_r(ctx, &sh, &o, sh.heads * hd)?;
+        let t0 = Instant::now();
+        let gsub = &w.attn_sub_norm;
+        let oa = w.o_proj.scale();
+        let wo = |c: usize, ig: usize, out: &mut [f64]| match sh.head_feature(ig) {
+            Some((h, j)) if c < d => {
+                let i = h * hd + j;
+                let v = oa * gsub[i] * ternary_weight(&w.o_proj, c, i);
+                out.fill(v);
+                v != 0.0
+            }
+            _ => false,
+        };
+        let z = wide_maps(ctx, &o, s, nb, &[(sh.c_d, &wo)])?.remove(0);
+        let after_attn: Vec<Ciphertext> = z
+            .par_iter()
+            .zip(x)
+            .map(|(zc, xc)| {
+                let branch = self.times_inv_rms(ctx, zc, &r, residual_scale)?;
+                Ok(eval.add(xc, &branch)?)
+            })
+            .collect::<Result<_>>()?;
+        ctx.record("o_map_residual", t0.elapsed(), 2);
+        record("after_attn", &after_attn, 1.0, None);
+
+        // ---- MLP ----
+        let (y, k_norm) = self.wide_norm(ctx, &sh, &after_attn)?;
+        let gamma = &w.post_attention_norm;
+        record("mlp_norm", &y, 1.0 / k_norm, Some(gamma));
+        let t0 = Instant::now();
+        let (ga, ua) = (w.gate_proj.scale() / k_norm, w.up_proj.scale() / k_norm);
+        let ff = cfg.intermediate_size;
+        let plain = |m: &ensi_model::TernaryMatrix, a: f64, o: usize, i: usize, out: &mut [f64]| {
+            if o >= ff || i >= d {
+                return false;
+            }
+            let v = a * gamma[i] * ternary_weight(m, o, i);
+            out.fill(v);
+            v != 0.0
+        };
+        let wg = |o: usize, i: usize, out: &mut [f64]| plain(&w.gate_proj, ga, o, i, out);
+        let wu = |o: usize, i: usize, out: &mut [f64]| plain(&w.up_proj, ua, o, i, out);
+        let [gate, up]: [Vec<Ciphertext>; 2] =
+            wide_maps(ctx, &y, s, nb, &[(sh.c_ff, &wg), (sh.c_ff, &wu)])?
+                .try_into()
+                .map_err(|_| InferError::Shape("two projections".into()))?;
+        drop(y);
+        ctx.record("gate_up_map", t0.elapsed(), 1);
+        let t0 = Instant::now();
+        let act = self.polys().activation(cfg.activation);
+        let act = ChebyshevPoly::new(act.a, act.b, act.coeffs.clone())?;
+        let pe = PolynomialEvaluator::new(eval);
+        let hidden: Vec<Ciphertext> = gate
+            .iter()
+            .zip(&up)
+            .map(|(g, u)| {
+                let g = pe.evaluate(g, &act)?.0;
+                Ok(eval.rescale(&eval.mul(&g, u)?)?)
+            })
+            .collect::<Result<_>>()?;
+        drop((gate, up));
+        ctx.record("activation_gate_up", t0.elapsed(), act.depth() + 1);
+        record("hidden", &hidden, 1.0, None);
+
+        let r = self.wide_sub_norm_r(ctx, &sh, &hidden, ff)?;
+        let t0 = Instant::now();
+        let gsub = &w.ffn_sub_norm;
+        let da = w.down_proj.scale();
+        let wd = |c: usize, i: usize, out: &mut [f64]| {
+            if c >= d || i >= ff {
+                return false;
+            }
+            let v = da * gsub[i] * ternary_weight(&w.down_proj, c, i);
+            out.fill(v);
+            v != 0.0
+        };
+        let down = wide_maps(ctx, &hidden, s, nb, &[(sh.c_d, &wd)])?.remove(0);
+        let out: Vec<Ciphertext> = down
+            .par_iter()
+            .zip(&after_attn)
+            .map(|(dc, xc)| {
+                let branch = self.times_inv_rms(ctx, dc, &r, residual_scale)?;
+                let o = eval.add(xc, &branch)?;
+                if o.level() < DENSE_RESIDUAL_LEVEL {
+                    return Err(InferError::Shape(format!(
+                        "the block left the residual stream at level {} (< {DENSE_RESIDUAL_LEVEL})",
+                        o.level()
+                    )));
+                }
+                Ok(eval.drop_to_level(&o, DENSE_RESIDUAL_LEVEL)?)
+            })
+            .collect::<Result<_>>()?;
+        ctx.record("down_map_residual", t0.elapsed(), 2);
+        record("output", &out, 1.0, None);
+        Ok(out)
+    }
+
+    /// Sigmoid attention over `Heads` ciphertexts q, k, v (one level below
+    /// the bootstrap's output): returns o in `Heads`, shift by shift (see the
+    /// module documentation).
+    fn wide_attention(
+        &self,
+        ctx: &ServerContext,
+        sh: &WideShape,
+        q: &[Ciphertext],
+        k: &[Ciphertext],
+        v: &[Ciphertext],
+        tokens: usize,
+    ) -> Result<Vec<Ciphertext>> {
+        let eval = ctx.eval();
+        let encoder = ctx.encoder();
+        let s = sh.s;
+        let sig = &self.polys().sigmoid;
+        let (sa, sb) = (sig.a, sig.b);
+        let coeffs = ChebyshevPoly::new(-1.0, 1.0, sig.coeffs.clone())?;
+        let pe = PolynomialEvaluator::new(eval);
+        let slots = sh.blocks * s;
+        let log_slots = q[0].log_slots();
+        let v_level = v[0].level();
+        let v_prime = eval.params().q()[v_level] as f64;
+        // The sigmoid's bias per query token, in every block.
+        let bias: Vec<f64> = (0..slots)
+            .map(|slot| {
+                let b = self.polys().spec.sigmoid_bias.bias(slot % s, tokens);
+                (2.0 * b - (sa + sb)) / (sb - sa)
+            })
+            .collect();
+        let mut bias_pt: Option<Plaintext> = None;
+        let mut o_acc: Option<Vec<Ciphertext>> = None;
+        let (mut t_rot, mut t_qk, mut t_sig, mut t_av) = (0.0, 0.0, 0.0, 0.0);
+        for chunk in (0..s).collect::<Vec<_>>().chunks(SHIFT_CHUNK) {
+            let t0 = Instant::now();
+            let steps: Vec<i64> = chunk.iter().map(|&dl| -(dl as i64)).collect();
+            let shifted = |x: &Ciphertext| -> Result<Vec<Ciphertext>> {
+                let rotated = eval.rotate_hoisted(
+                    x,
+                    &steps
+                        .iter()
+                        .copied()
+                        .filter(|&st| st != 0)
+                        .collect::<Vec<_>>(),
+                )?;
+                let mut it = rotated.into_iter();
+                Ok(steps
+                    .iter()
+                    .map(|&st| {
+                        if st == 0 {
+                            x.clone()
+                        } else {
+                            it.next().expect("one rotation per step")
+                        }
+                    })
+                    .collect())
+            };
+            // [ciphertext][shift in chunk]
+            let k_sh: Vec<Vec<Ciphertext>> = k.par_iter().map(shifted).collect::<Result<_>>()?;
+            let v_rot: Vec<Vec<Ciphertext>> = v.par_iter().map(shifted).collect::<Result<_>>()?;
+            // Values only from keys at or before the query and among the real tokens.
+            let masks: Vec<Plaintext> = chunk
+                .par_iter()
+                .map(|&dl| {
+                    let m: Vec<f64> = (0..slots)
+                        .map(|slot| {
+                            let t = slot % s;
+                            if t >= dl && t - dl < tokens {
+                                1.0
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect();
+                    Ok(encoder.encode_real(&m, v_level, v_prime, log_slots)?)
+                })
+                .collect::<Result<_>>()?;
+            let v_sh: Vec<Vec<Ciphertext>> = v_rot
+                .par_iter()
+                .map(|row| {
+                    row.iter()
+                        .zip(&masks)
+                        .map(|(ct, m)| Ok(eval.rescale(&eval.mul_plain(ct, m)?)?))
+                        .collect::<Result<Vec<_>>>()
+                })
+                .collect::<Result<_>>()?;
+            drop(v_rot);
+            t_rot += t0.elapsed().as_secs_f64();
+
+            let t0 = Instant::now();
+            let scores: Vec<Ciphertext> = (0..chunk.len())
+                .into_par_iter()
+                .map(|ci| {
+                    let pairs: Vec<(&Ciphertext, &Ciphertext)> =
+                        q.iter().zip(&k_sh).map(|(qm, km)| (qm, &km[ci])).collect();
+                    let p = eval.rescale(&eval.mul_sum(&pairs)?)?;
+                    rotate_sum(ctx, &p, sh.heads_pad * s, sh.j_per_ct())
+                })
+                .collect::<Result<_>>()?;
+            drop(k_sh);
+            if bias_pt.is_none() {
+                bias_pt = Some(encoder.encode_real(
+                    &bias,
+                    scores[0].level(),
+                    scores[0].scale(),
+                    log_slots,
+                )?);
+            }
+            let bias_pt = bias_pt.as_ref().expect("encoded above");
+            t_qk += t0.elapsed().as_secs_f64();
+            let t0 = Instant::now();
+            let a: Vec<Ciphertext> = scores
+                .par_iter()
+                .map(|sc| Ok(pe.evaluate(&eval.add_plain(sc, bias_pt)?, &coeffs)?.0))
+                .collect::<Result<_>>()?;
+            drop(scores);
+            t_sig += t0.elapsed().as_secs_f64();
+
+            let t0 = Instant::now();
+            let part: Vec<Ciphertext> = v_sh
+                .par_iter()
+                .map(|row| {
+                    let pairs: Vec<(&Ciphertext, &Ciphertext)> = a.iter().zip(row).collect();
+                    Ok(eval.mul_sum(&pairs)?)
+                })
+                .collect::<Result<_>>()?;
+            match o_acc.as_mut() {
+                Some(acc) => {
+                    for (a, p) in acc.iter_mut().zip(&part) {
+                        eval.add_assign(a, p)?;
+                    }
+                }
+                None => o_acc = Some(part),
+            }
+            t_av += t0.elapsed().as_secs_f64();
+        }
+        let t0 = Instant::now();
+        let o: Vec<Ciphertext> = o_acc
+            .ok_or_else(|| InferError::Shape("attention over no shifts".into()))?
+            .par_iter()
+            .map(|c| Ok(eval.rescale(c)?))
+            .collect::<Result<_>>()?;
+        t_av += t0.elapsed().as_secs_f64();
+        let secs = std::time::Duration::from_secs_f64;
+        ctx.record("kv_shift", secs(t_rot), 1);
+        ctx.record("qk", secs(t_qk), 1);
+        ctx.record("sigmoid", secs(t_sig), coeffs.depth());
+        ctx.record("av", secs(t_av), 1);
+        Ok(o)
+    }
+}
+
+/// The wide packing of a model at `params` for up to `max_tokens` tokens:
+/// every ciphertext uses all N/2 slots.
+pub fn wide_packing(cfg: &ModelConfig, params: &Parameters, max_tokens: usize) -> Result<Packing> {
+    let s = max_tokens.next_power_of_two();
+    let slots = 1usize << params.log_slots();
+    if max_tokens == 0 || s > slots {
+        return Err(InferError::Shape(format!(
+            "{max_tokens} tokens for ciphertexts of {slots} slots"
+        )));
+    }
+    let packing = Packing {
+        tokens_pad: s,
+        hidden: cfg.hidden_size,
+        blocks: slots / s,
+        layout: Layout::Wide,
+    };
+    WideShape::new(cfg, &packing)?;
+    Ok(packing)
+}
+
+/// The server's keys for the wide block (client side): bootstrapping at all
+/// N/2 slots plus [`WideShape::rotation_steps`], generated in parallel and
+/// each truncated to the bootstrap's output level as it is made (177 keys of
+/// the whole chain would not fit in memory at 1bitllm-large).
+pub fn generate_wide_keys(
+    params: &Parameters,
+    cfg: &ModelConfig,
+    packing: &Packing,
+    sk: &SecretKey,
+) -> Result<BootstrapKeys> {
+    let sh = WideShape::new(cfg, packing)?;
+    let boot_cfg = bootstrap_config(params, packing);
+    // Compared by Galois element: a step and its complement modulo the slot
+    // count are one key.
+    let ring = params.ring();
+    let boot_elements: Vec<u64> = boot_rotation_steps(params, &boot_cfg)?
+        .into_iter()
+        .map(|s| ring.galois_element_for_rotation(s))
+        .collect();
+    let is_boot = |s: &i64| boot_elements.contains(&ring.galois_element_for_rotation(*s));
+    let steps = sh.rotation_steps();
+    // Steps bootstrapping uses too are generated with its keys, whole.
+    let shared: Vec<i64> = steps.iter().copied().filter(is_boot).collect();
+    let mut keys = BootstrapKeys::generate(params, &boot_cfg, sk, &shared)?;
+    let top = boot_cfg.output_level(params)?;
+    let own: Vec<ensi_ckks::GaloisKey> = steps
+        .par_iter()
+        .filter(|s| !is_boot(s))
+        .map(|&step| {
+            let mut key = KeyGenerator::new(params).gen_rotation_key(sk, step);
+            key.truncate_to_level(params, top);
+            key
+        })
+        .collect();
+    for key in own {
+        keys.eval.insert_galois(key);
+    }
+    Ok(keys)
+}
+
+/// Encrypts embedded tokens (tokens x hidden) in `Std(hidden)`: the wide
+/// shape's `c_d` ciphertexts at [`DENSE_RESIDUAL_LEVEL`] and scale
+/// 2^[`DENSE_RESIDUAL_LOG_SCALE`] (client side). Padding rows repeat the last token.
+pub fn encrypt_wide(
+    params: &Parameters,
+    packing: &Packing,
+    sk: &SecretKey,
+    x: &Matrix,
+) -> Result<Vec<Ciphertext>> {
+    let (tokens, hidden) = (x.rows(), x.cols());
+    let (s, blocks) = (packing.tokens_pad, packing.blocks);
+    if packing.layout != Layout::Wide || tokens == 0 || tokens > s || hidden != packing.hidden {
+        return Err(InferError::Shape(format!(
+            "{tokens} x {hidden} embeddings for a wide packing of at most {s} tokens x {}",
+            packing.hidden
+        )));
+    }
+    let encoder = Encoder::new(params);
+    let scale = f64::from(DENSE_RESIDUAL_LOG_SCALE).exp2();
+    (0..hidden.div_ceil(blocks))
+        .into_par_iter()
+        .map(|m| {
+            let mut v = vec![0.0; s * blocks];
+            for b in 0..blocks.min(hidden - m * blocks) {
+                for t in 0..s {
+                    v[b * s + t] = x.get(t.min(tokens - 1), m * blocks + b);
+                }
+            }
+            let pt =
+                encoder.encode_real(&v, DENSE_RESIDUAL_LEVEL, scale, packing.packed_log_slots())?;
+            Ok(Encryptor::with_secret_key(params, sk).encrypt(&pt)?)
+        })
+        .collect()
+}
+
+/// Decrypts `Std(cols)` ciphertexts with `s` slots per block into a
+/// `tokens x cols` matrix (client side; tests and benchmarks).
+pub fn decrypt_wide(
+    params: &Parameters,
+    sk: &SecretKey,
+    cts: &[Ciphertext],
+    s: usize,
+    (tokens, cols): (usize, usize),
+) -> Result<Matrix> {
+    let encoder = Encoder::new(params);
+    let dec = Decryptor::new(sk);
+    let mut m = Matrix::zeros(tokens, cols);
+    let mut c = 0;
+    for ct in cts {
+        let v = encoder.decode_real(&dec.decrypt(ct)?);
+        if tokens > s || v.len() % s != 0 {
+            return Err(InferError::Shape(format!(
+                "{} slots in blocks of {s} (tokens {tokens})",
+                v.len()
+            )));
+        }
+        for b in 0..v.len() / s {
+            if c == cols {
+                break;
+            }
+            for t in 0..tokens {
+                m.row_mut(t)[c] = v[b * s + t];
+            }
+            c += 1;
+        }
+    }
+    if c < cols {
+        return Err(InferError::Shape(format!(
+            "{} ciphertexts hold {c} of {cols} columns",
+            cts.len()
+        )));
+    }
+    Ok(m)
+}
