@@ -78,17 +78,9 @@ pub(crate) fn generate_keys_with_steps(
     extra: Vec<i64>,
 ) -> Result<BootstrapKeys> {
     let cfg = bootstrap_config(params, packing);
-    let mut keys = BootstrapKeys::generate(params, &cfg, sk, &extra)?;
     // The model's own rotations all happen at or below the bootstrap's output level.
-    // (Keys bootstrapping also uses keep their own truncation.)
     let top = cfg.output_level(params)?;
-    let boot_steps = ensi_ckks::circuits::bootstrap::rotation_steps(params, &cfg)?;
-    for step in extra.into_iter().filter(|s| !boot_steps.contains(s)) {
-        let k = params.ring().galois_element_for_rotation(step);
-        if let Some(key) = keys.eval.galois.get_mut(&k) {
-            key.truncate_to_level(params, top);
-        }
-    }
+    let keys = BootstrapKeys::generate_with_extra_at(params, &cfg, sk, &extra, Some(top))?;
     Ok(keys)
 }
 

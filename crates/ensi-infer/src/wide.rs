@@ -25,8 +25,10 @@
 //! used (a 1536 x 1536 map has 9216 of them, 60 GB encoded), one giant step
 //! at a time.
 //!
-//! Attention runs over the token shifts delta = 0..s, in chunks: with
-//! `K_delta = rot(K, -delta)` (one hoisted rotation per ciphertext),
+//! Attention runs over the token shifts delta = 0..s, in chunks of 8: with
+//! `K_delta = rot(K, -delta)` (per ciphertext and chunk one rotation to the
+//! chunk's first shift, then hoisted rotations by 1..8, so that s/8 + 6
+//! keys serve every shift),
 //! `sum_m Q_m K_delta,m` (one relinearization) and a rotate-and-sum over the
 //! feature groups give the score of (head h, query t, key t - delta) in every
 //! block of head h; the sigmoid runs on it; `A_delta V_delta` with
@@ -39,7 +41,7 @@
 //! mask on V zeroes its weight.
 //!
 //! Level budget (`L` = 11, the full-slot bootstrap's output level with two
-//! SlotsToCoeffs levels; residual at level 1, scale 2^34):
+//! SlotsToCoeffs levels; residual at level 1, scale 2^[`wide_residual_log_scale`]):
 //!
 //! | step | levels | level after |
 //! | --- | --- | --- |
@@ -68,10 +70,10 @@ use crate::dense_model::{
 };
 use crate::packing::{Layout, Packing};
 use crate::{InferError, Result};
-use ensi_ckks::circuits::bootstrap::{rotation_steps as boot_rotation_steps, BootstrapKeys};
+use ensi_ckks::circuits::bootstrap::BootstrapKeys;
 use ensi_ckks::circuits::{ChebyshevPoly, PolynomialEvaluator};
 use ensi_ckks::{
-    Ciphertext, Complex64, Decryptor, Encoder, Encryptor, KeyGenerator, Parameters, Plaintext,
+    Ciphertext, Complex64, Decryptor, Encoder, Encryptor, Parameters, Plaintext,
     SecretKey,
 };
 use ensi_model::{Matrix, ModelConfig};
@@ -180,8 +182,11 @@ impl WideShape {
             steps.extend((1..n1).map(|j| j as i64 * s));
             steps.extend((1..self.blocks / n1).map(|g| (g * n1) as i64 * s));
         }
-        // Token shifts of keys and values.
-        steps.extend((1..s).map(|delta| -delta));
+        // Token shifts of keys and values: delta = c a + b, a giant rotation
+        // by c a per chunk of c shifts, then hoisted baby rotations by b.
+        let c = SHIFT_CHUNK.min(self.s) as i64;
+        steps.extend((1..c).map(|b| -b));
+        steps.extend((1..s / c).map(|a| -c * a));
         // Sums over all blocks (norms) and over feature groups (scores).
         let mut m = 1;
         while m < self.blocks {
@@ -655,27 +660,22 @@ impl EncryptedModel {
         let (mut t_rot, mut t_qk, mut t_sig, mut t_av) = (0.0, 0.0, 0.0, 0.0);
         for chunk in (0..s).collect::<Vec<_>>().chunks(SHIFT_CHUNK) {
             let t0 = Instant::now();
-            let steps: Vec<i64> = chunk.iter().map(|&dl| -(dl as i64)).collect();
+            // rot(x, -delta) for the chunk's shifts delta = base + b: one giant
+            // rotation by the chunk's base, then the babies b hoisted.
+            let base = chunk[0];
+            let babies: Vec<i64> = chunk[1..]
+                .iter()
+                .map(|&dl| -((dl - base) as i64))
+                .collect();
             let shifted = |x: &Ciphertext| -> Result<Vec<Ciphertext>> {
-                let rotated = eval.rotate_hoisted(
-                    x,
-                    &steps
-                        .iter()
-                        .copied()
-                        .filter(|&st| st != 0)
-                        .collect::<Vec<_>>(),
-                )?;
-                let mut it = rotated.into_iter();
-                Ok(steps
-                    .iter()
-                    .map(|&st| {
-                        if st == 0 {
-                            x.clone()
-                        } else {
-                            it.next().expect("one rotation per step")
-                        }
-                    })
-                    .collect())
+                let x = if base == 0 {
+                    x.clone()
+                } else {
+                    eval.rotate(x, -(base as i64))?
+                };
+                let mut out = eval.rotate_hoisted(&x, &babies)?;
+                out.insert(0, x);
+                Ok(out)
             };
             // [ciphertext][shift in chunk]
             let k_sh: Vec<Vec<Ciphertext>> = k.par_iter().map(shifted).collect::<Result<_>>()?;
@@ -772,6 +772,16 @@ impl EncryptedModel {
     }
 }
 
+/// log2 of the wide residual stream's scale for a hidden size: the sum of
+/// squares of d features (scale 2^(2 ls - 40) after its rescale) times its
+/// bound `2 B_v d` (B_v <= 2^5) must stay below the bootstrap's largest input
+/// scale, 2^40, with no level spent (the residual sits at level 1): 34 up to
+/// d = 64 (the dense layout's), 31 at d = 1536.
+pub fn wide_residual_log_scale(hidden: usize) -> i32 {
+    let ls = (75.0 - (2.0 * hidden.max(1) as f64).log2()) / 2.0;
+    (ls.floor() as i32).min(DENSE_RESIDUAL_LOG_SCALE)
+}
+
 /// The wide packing of a model at `params` for up to `max_tokens` tokens:
 /// every ciphertext uses all N/2 slots.
 pub fn wide_packing(cfg: &ModelConfig, params: &Parameters, max_tokens: usize) -> Result<Packing> {
@@ -793,9 +803,8 @@ pub fn wide_packing(cfg: &ModelConfig, params: &Parameters, max_tokens: usize) -
 }
 
 /// The server's keys for the wide block (client side): bootstrapping at all
-/// N/2 slots plus [`WideShape::rotation_steps`], generated in parallel and
-/// each truncated to the bootstrap's output level as it is made (177 keys of
-/// the whole chain would not fit in memory at 1bitllm-large).
+/// N/2 slots plus [`WideShape::rotation_steps`], each truncated to the
+/// bootstrap's output level as it is made.
 pub fn generate_wide_keys(
     params: &Parameters,
     cfg: &ModelConfig,
@@ -804,37 +813,20 @@ pub fn generate_wide_keys(
 ) -> Result<BootstrapKeys> {
     let sh = WideShape::new(cfg, packing)?;
     let boot_cfg = bootstrap_config(params, packing);
-    // Compared by Galois element: a step and its complement modulo the slot
-    // count are one key.
-    let ring = params.ring();
-    let boot_elements: Vec<u64> = boot_rotation_steps(params, &boot_cfg)?
-        .into_iter()
-        .map(|s| ring.galois_element_for_rotation(s))
-        .collect();
-    let is_boot = |s: &i64| boot_elements.contains(&ring.galois_element_for_rotation(*s));
-    let steps = sh.rotation_steps();
-    // Steps bootstrapping uses too are generated with its keys, whole.
-    let shared: Vec<i64> = steps.iter().copied().filter(is_boot).collect();
-    let mut keys = BootstrapKeys::generate(params, &boot_cfg, sk, &shared)?;
     let top = boot_cfg.output_level(params)?;
-    let own: Vec<ensi_ckks::GaloisKey> = steps
-        .par_iter()
-        .filter(|s| !is_boot(s))
-        .map(|&step| {
-            let mut key = KeyGenerator::new(params).gen_rotation_key(sk, step);
-            key.truncate_to_level(params, top);
-            key
-        })
-        .collect();
-    for key in own {
-        keys.eval.insert_galois(key);
-    }
+    let keys = BootstrapKeys::generate_with_extra_at(
+        params,
+        &boot_cfg,
+        sk,
+        &sh.rotation_steps(),
+        Some(top),
+    )?;
     Ok(keys)
 }
 
 /// Encrypts embedded tokens (tokens x hidden) in `Std(hidden)`: the wide
 /// shape's `c_d` ciphertexts at [`DENSE_RESIDUAL_LEVEL`] and scale
-/// 2^[`DENSE_RESIDUAL_LOG_SCALE`] (client side). Padding rows repeat the last token.
+/// 2^[`wide_residual_log_scale`] (client side). Padding rows repeat the last token.
 pub fn encrypt_wide(
     params: &Parameters,
     packing: &Packing,
@@ -850,7 +842,7 @@ pub fn encrypt_wide(
         )));
     }
     let encoder = Encoder::new(params);
-    let scale = f64::from(DENSE_RESIDUAL_LOG_SCALE).exp2();
+    let scale = f64::from(wide_residual_log_scale(hidden)).exp2();
     (0..hidden.div_ceil(blocks))
         .into_par_iter()
         .map(|m| {

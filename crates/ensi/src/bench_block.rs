@@ -281,6 +281,10 @@ struct Report {
     /// The same block in the dense layout, where it fits.
     #[serde(skip_serializing_if = "Option::is_none")]
     block_dense: Option<BlockResult>,
+    /// The block in the wide layout (the dense layout over several
+    /// ciphertexts): 1bitllm-large, where neither of the others fits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    block_wide: Option<BlockResult>,
     pcmm: PcmmSection,
     attention: AttentionSection,
     ratios: BTreeMap<&'static str, f64>,
@@ -442,9 +446,10 @@ pub fn run(args: &BenchArgs) -> CliResult {
 
     // ---- The whole block (tiny only), in ENSI's column layout and in the dense one ----
     let mut block_dense = None;
+    let mut block_wide = None;
     let block = match shape {
         Shape::Tiny => {
-            let tb = tiny_block(seq, &approx)?;
+            let tb = random_block(seq, &approx, shape)?;
             let cfg = tb.model.config();
             let columns = choose_packing(cfg, &params, seq, Some(Layout::Columns))?;
             let block = run_block(&params, &tb, columns, runs, &approx, &sk)?;
@@ -474,20 +479,18 @@ pub fn run(args: &BenchArgs) -> CliResult {
             if let Err(e) = packing {
                 why = format!("{e}; and {why}");
             }
-            why.push_str(
-                "; no random BitNetModel of this shape is built (the built-in checkpoint writer only \
-                 writes the tiny shape)",
-            );
             not_run.push(NotRun {
-                what: "the whole block (EncryptedModel::block and dense_block): per-step times, \
-                       bootstraps, bootstrap_share"
+                what: "the whole block in ENSI's column layout (EncryptedModel::block) and in the \
+                       one-ciphertext dense layout (dense_block)"
                     .into(),
-                why,
+                why: format!(
+                    "{why}; the dense layout's attention needs d s^2 = {} slots in one ciphertext",
+                    ms.hidden * s_pad * s_pad
+                ),
             });
-            not_run.push(NotRun {
-                what: "RoPE, QK^T, AV, RMSNorms with their bootstraps, the MLP activation".into(),
-                why: "they run only inside the block; not measured separately at this shape".into(),
-            });
+            let tb = random_block(seq, &approx, shape)?;
+            let wide = choose_packing(tb.model.config(), &params, seq, Some(Layout::Wide))?;
+            block_wide = Some(run_block(&params, &tb, wide, runs, &approx, &sk)?);
             None
         }
     };
@@ -596,6 +599,17 @@ pub fn run(args: &BenchArgs) -> CliResult {
             "as bootstrap_share, for EncryptedModel::dense_block".into(),
         );
     }
+    if let (None, Some(b)) = (&block, &block_wide) {
+        ratios.insert("bootstrap_share", median(b.bootstrap_share_runs.clone()));
+        basis.insert(
+            "bootstrap_share",
+            format!(
+                "median over {} run(s) of EncryptedModel::wide_block (the layout that holds this \
+                 shape): bootstrap time (from ServerContext::take_stats) over the block's wall time",
+                b.runs_ms.len()
+            ),
+        );
+    }
     if let Some(b) = &block {
         ratios.insert("bootstrap_share", median(b.bootstrap_share_runs.clone()));
         basis.insert(
@@ -623,6 +637,7 @@ pub fn run(args: &BenchArgs) -> CliResult {
         params: ParamsInfo::of(&params),
         block,
         block_dense,
+        block_wide,
         pcmm,
         attention,
         ratios,
@@ -639,16 +654,26 @@ pub fn run(args: &BenchArgs) -> CliResult {
     Ok(())
 }
 
-/// The random tiny model of the block benchmark and its input tokens.
+/// The random model of the block benchmark (its shape, one layer) and its input tokens.
 struct TinyBlock {
     model: Arc<BitNetModel>,
     enc_model: EncryptedModel,
     ids: Vec<u32>,
 }
 
-fn tiny_block(seq: usize, approx: &EnsiApprox) -> R<TinyBlock> {
+fn random_block(seq: usize, approx: &EnsiApprox, shape: Shape) -> R<TinyBlock> {
     let dir = std::env::temp_dir().join(format!("ensi-bench-block-{}", std::process::id()));
-    let written = ensi_model::write_tiny(&dir, &TinyOptions::new(Family::OneBitLlm, 1))
+    let mut config = ensi_model::tiny::tiny_config(Family::OneBitLlm);
+    let ms = model_shape(shape);
+    config.hidden_size = ms.hidden;
+    config.intermediate_size = ms.intermediate;
+    config.num_heads = ms.heads;
+    config.num_kv_heads = ms.kv_heads;
+    config.head_dim = ms.head_dim;
+    // One layer: the benchmark runs layer 0.
+    config.num_layers = 1;
+    let opts = TinyOptions::new(Family::OneBitLlm, 1);
+    let written = ensi_model::write_random(&dir, &opts, &config)
         .map_err(|e| e.to_string())
         .and_then(|_| BitNetModel::load(&dir).map_err(|e| e.to_string()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -1234,7 +1259,7 @@ fn print_report(r: &Report) {
     if let Some(w) = &r.warning {
         println!("WARNING: {w}");
     }
-    for b in r.block.iter().chain(&r.block_dense) {
+    for b in r.block.iter().chain(&r.block_dense).chain(&r.block_wide) {
         println!(
             "\nblock, {} layout (layer 0 of a random tiny 1bitLLM model): median {:.2} s over {} run(s), \
              {} bootstraps ({:.2} s), keygen {:.1} s, evaluation keys {:.1} MiB; output vs twin: \

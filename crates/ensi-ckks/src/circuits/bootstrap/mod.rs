@@ -134,11 +134,12 @@ use crate::circuits::polynomial::{ChebyshevPoly, PolynomialEvaluator};
 use crate::encoder::Encoder;
 use crate::error::{CkksError, Result};
 use crate::evaluator::Evaluator;
-use crate::keys::{EvaluationKeys, KeyGenerator, SecretKey, SwitchingKey};
+use crate::keys::{EvaluationKeys, GaloisKey, KeyGenerator, SecretKey, SwitchingKey};
 use crate::params::Parameters;
 use crate::sampling::Sampler;
 use compact::{CompactEncoder, CompactTransform};
 use num_complex::Complex64;
+use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::f64::consts::PI;
 use std::sync::Arc;
@@ -367,39 +368,80 @@ pub struct BootstrapKeys {
 
 impl BootstrapKeys {
     /// Generates the keys for `config` (a fresh sparse secret is drawn and dropped).
-    /// `extra_rotations` are added to the Galois keys (for the caller's own circuits).
+    /// `extra_rotations` are added to the Galois keys (for the caller's own circuits), whole.
     pub fn generate(
         params: &Parameters,
         config: &BootstrapConfig,
         sk: &SecretKey,
         extra_rotations: &[i64],
     ) -> Result<Self> {
+        Self::generate_with_extra_at(params, config, sk, extra_rotations, None)
+    }
+
+    /// [`Self::generate`] with the caller's rotation keys truncated to
+    /// `extra_level` (the highest level the caller rotates at; None: whole),
+    /// or to bootstrapping's own level for the step where that is higher.
+    ///
+    /// Every key is truncated as soon as it is made, the keys made in
+    /// parallel: the peak memory is the keys' final size plus one whole key
+    /// per thread (a whole key at `n16-boot` is 107 MB; making them all
+    /// first would hold 14 GB for the full-slot configuration).
+    pub fn generate_with_extra_at(
+        params: &Parameters,
+        config: &BootstrapConfig,
+        sk: &SecretKey,
+        extra_rotations: &[i64],
+        extra_level: Option<usize>,
+    ) -> Result<Self> {
         config.validate(params)?;
         if sk.params != *params {
             return Err(CkksError::ParametersMismatch);
         }
-        let mut steps = rotation_steps(params, config)?;
-        steps.extend_from_slice(extra_rotations);
-        let mut eval = KeyGenerator::new(params).gen_evaluation_keys(sk, &steps, true);
-        // A rotation key needs only the limbs (and digits) of the highest level
-        // it is used at: SlotsToCoeffs runs near the bottom of the chain, so its
-        // own keys shrink to less than half. Caller-requested rotations stay whole.
+        if extra_level.is_some_and(|l| l > params.max_level()) {
+            return Err(invalid(format!("key level {extra_level:?}")));
+        }
+        let ring = params.ring();
+        // The highest level each Galois element is used at. A rotation key
+        // needs only the limbs (and digits) of that level: SlotsToCoeffs runs
+        // near the bottom of the chain, so its own keys shrink to less than half.
+        let mut levels: BTreeMap<u64, (i64, usize)> = BTreeMap::new();
+        let mut note = |step: i64, level: usize| {
+            let k = ring.galois_element_for_rotation(step);
+            if k != 1 {
+                let e = levels.entry(k).or_insert((step, level));
+                e.1 = e.1.max(level);
+            }
+        };
         for (step, level) in rotation_levels(params, config)? {
-            if extra_rotations.contains(&step) {
-                continue;
-            }
-            let k = params.ring().galois_element_for_rotation(step);
-            if let Some(key) = eval.galois.get_mut(&k) {
+            note(step, level);
+        }
+        for &step in extra_rotations {
+            note(step, extra_level.unwrap_or(params.max_level()));
+        }
+        let galois: Vec<GaloisKey> = levels
+            .into_values()
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|(step, level)| {
+                let mut key = KeyGenerator::new(params).gen_rotation_key(sk, step);
                 key.truncate_to_level(params, level);
-            }
+                key
+            })
+            .collect();
+        let mut kg = KeyGenerator::new(params);
+        let mut eval = EvaluationKeys {
+            relin: Some(kg.gen_relin_key(sk)),
+            galois: BTreeMap::new(),
+        };
+        for key in galois {
+            eval.insert_galois(key);
         }
         // The conjugation and the relinearizations of EvalMod happen after
         // CoeffsToSlots; everything after bootstrapping runs lower still.
         let after_cts = params.max_level() - config.cts_levels;
-        let conj = params.ring().galois_element_conjugate();
-        if let Some(key) = eval.galois.get_mut(&conj) {
-            key.truncate_to_level(params, after_cts);
-        }
+        let mut conj = kg.gen_conjugation_key(sk);
+        conj.truncate_to_level(params, after_cts);
+        eval.insert_galois(conj);
         if let Some(relin) = eval.relin.as_mut() {
             relin.truncate_to_level(params, after_cts);
         }
