@@ -157,9 +157,15 @@ impl ServerContext {
         &self.encoder
     }
 
-    /// Records one timed step.
+    /// Records one timed step (and prints it when progress is on).
     pub(crate) fn record(&self, name: &'static str, time: Duration, levels: usize) {
         self.stats.record(name, time, levels);
+    }
+
+    /// Prints every recorded step to stderr as it ends (for runs of many
+    /// minutes: a whole block at a large shape).
+    pub fn set_progress(&mut self, on: bool) {
+        self.stats.progress = on;
     }
 
     /// See [`Bootstrapper::fit_range`].
@@ -183,10 +189,14 @@ impl ServerContext {
 struct Stats {
     steps: Mutex<Vec<StepTime>>,
     bootstraps: AtomicUsize,
+    progress: bool,
 }
 
 impl Stats {
     fn record(&self, name: &'static str, time: Duration, levels: usize) {
+        if self.progress {
+            eprintln!("  {name}: {:.2} s", time.as_secs_f64());
+        }
         self.steps
             .lock()
             .expect("stats lock")

@@ -404,14 +404,17 @@ impl EncryptedModel {
     ) -> Result<Ciphertext> {
         let eval = ctx.eval();
         let t0 = Instant::now();
+        // z / sqrt(bound) squared: the constant is split over both factors,
+        // since 1/bound itself (1.5e-5 at width 1536) is too small to encode
+        // at the scale that lands the product where the bootstrap wants it.
         let bound = self.ss_bound(width);
         let prime = eval.params().q()[z[0].level() - 1] as f64;
-        let target = ctx.max_input_scale() / 2.0 * prime / z[0].scale();
+        let target = (ctx.max_input_scale() / 2.0 * prime).sqrt();
         let scaled: Vec<Ciphertext> = z
             .par_iter()
-            .map(|c| mul_const_to_scale(eval, c, 1.0 / bound, target))
+            .map(|c| mul_const_to_scale(eval, c, 1.0 / bound.sqrt(), target))
             .collect::<Result<_>>()?;
-        let pairs: Vec<(&Ciphertext, &Ciphertext)> = scaled.iter().zip(z).collect();
+        let pairs: Vec<(&Ciphertext, &Ciphertext)> = scaled.iter().map(|c| (c, c)).collect();
         let sq = eval.rescale(&eval.mul_sum(&pairs)?)?;
         let ss = rotate_sum(ctx, &sq, sh.s, sh.blocks)?;
         ctx.record("subnorm_ss", t0.elapsed(), 2);
