@@ -73,8 +73,7 @@ use crate::{InferError, Result};
 use ensi_ckks::circuits::bootstrap::BootstrapKeys;
 use ensi_ckks::circuits::{ChebyshevPoly, PolynomialEvaluator};
 use ensi_ckks::{
-    Ciphertext, Complex64, Decryptor, Encoder, Encryptor, Parameters, Plaintext,
-    SecretKey,
+    Ciphertext, Complex64, Decryptor, Encoder, Encryptor, Parameters, Plaintext, SecretKey,
 };
 use ensi_model::{Matrix, ModelConfig};
 use rayon::prelude::*;
@@ -666,10 +665,7 @@ impl EncryptedModel {
             // rot(x, -delta) for the chunk's shifts delta = base + b: one giant
             // rotation by the chunk's base, then the babies b hoisted.
             let base = chunk[0];
-            let babies: Vec<i64> = chunk[1..]
-                .iter()
-                .map(|&dl| -((dl - base) as i64))
-                .collect();
+            let babies: Vec<i64> = chunk[1..].iter().map(|&dl| -((dl - base) as i64)).collect();
             let shifted = |x: &Ciphertext| -> Result<Vec<Ciphertext>> {
                 let x = if base == 0 {
                     x.clone()

@@ -711,7 +711,11 @@ fn run_block(
     let t = Instant::now();
     let keys: BootstrapKeys = generate_model_keys(params, model.config(), &packing, sk)?;
     let keygen_s = t.elapsed().as_secs_f64();
-    eprintln!("keys: {:.1} s, {:.2} GiB", keygen_s, keys.byte_size() as f64 / GIB);
+    eprintln!(
+        "keys: {:.1} s, {:.2} GiB",
+        keygen_s,
+        keys.byte_size() as f64 / GIB
+    );
     let eval_key_bytes = keys.byte_size();
     let mut ctx = ServerContext::new(params, packing, keys)?;
     // A wide block runs for many minutes: show its steps as they end.
