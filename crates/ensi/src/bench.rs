@@ -93,6 +93,10 @@ pub struct BenchArgs {
     /// measured on the largest slice that fits, and the slice is reported.
     #[arg(long, default_value_t = 6.0)]
     pub max_mem_gib: f64,
+    /// Block suite, 1bitllm-large: skip the whole block in the wide layout
+    /// (about 13 minutes and 19 GB at n16-boot) and measure only the slices.
+    #[arg(long)]
+    pub skip_block: bool,
     /// E2e suite: prompt.
     #[arg(long, default_value = "The quick")]
     pub prompt: String,

@@ -488,9 +488,16 @@ pub fn run(args: &BenchArgs) -> CliResult {
                     ms.hidden * s_pad * s_pad
                 ),
             });
-            let tb = random_block(seq, &approx, shape)?;
-            let wide = choose_packing(tb.model.config(), &params, seq, Some(Layout::Wide))?;
-            block_wide = Some(run_block(&params, &tb, wide, runs, &approx, &sk)?);
+            if args.skip_block {
+                not_run.push(NotRun {
+                    what: "the whole block in the wide layout (EncryptedModel::wide_block)".into(),
+                    why: "--skip-block".into(),
+                });
+            } else {
+                let tb = random_block(seq, &approx, shape)?;
+                let wide = choose_packing(tb.model.config(), &params, seq, Some(Layout::Wide))?;
+                block_wide = Some(run_block(&params, &tb, wide, runs, &approx, &sk)?);
+            }
             None
         }
     };

@@ -101,7 +101,8 @@ fn bench_block_tiny_writes_every_figure() {
 }
 
 /// The large shape with a tiny memory budget: every measurement is a slice,
-/// scaled and labeled as such, and what cannot run is listed.
+/// scaled and labeled as such, and what cannot run is listed (the whole
+/// block, minutes at n16-boot, is skipped; `tests/wide.rs` tests its code).
 #[test]
 fn bench_block_large_slices_are_labeled() {
     let v = run_bench(
@@ -114,11 +115,18 @@ fn bench_block_large_slices_are_labeled() {
             "1",
             "--max-mem-gib",
             "0.05",
+            "--skip-block",
         ],
     );
     assert_eq!(v["shape"], "1bitllm-large");
     assert_eq!(v["seq"], 128);
     assert!(v["block"].is_null());
+    assert!(v["block_wide"].is_null());
+    assert!(v["not_run"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["why"] == "--skip-block"));
     assert!(!v["not_run"].as_array().unwrap().is_empty());
     assert!(v["ratios"]["bootstrap_share"].is_null());
     for ratio in [
