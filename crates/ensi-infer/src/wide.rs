@@ -125,7 +125,10 @@ impl WideShape {
             )));
         }
         let heads_pad = cfg.num_heads.next_power_of_two();
-        if heads_pad > blocks || cfg.num_kv_heads == 0 || cfg.num_heads % cfg.num_kv_heads != 0 {
+        if heads_pad > blocks
+            || cfg.num_kv_heads == 0
+            || !cfg.num_heads.is_multiple_of(cfg.num_kv_heads)
+        {
             return Err(InferError::Shape(format!(
                 "the wide layout needs the {} heads (rounded up to {heads_pad}) within the {blocks} \
                  blocks of a ciphertext and whole query groups per KV head ({} KV heads)",
@@ -340,12 +343,15 @@ pub fn wide_maps(
         .collect()
 }
 
-/// Intermediates of one wide block, each as (name, ciphertexts in `Std(w)`,
-/// factor, per-column gains): value = factor * gain_c * decrypted.
+/// One traced intermediate: (name, ciphertexts in `Std(w)`, factor,
+/// per-column gains): value = factor * gain_c * decrypted.
+pub type WideStep = (&'static str, Vec<Ciphertext>, f64, Option<Vec<f64>>);
+
+/// Intermediates of one wide block.
 #[derive(Default)]
 pub struct WideTrace {
     /// Named intermediates.
-    pub steps: Vec<(&'static str, Vec<Ciphertext>, f64, Option<Vec<f64>>)>,
+    pub steps: Vec<WideStep>,
 }
 
 impl EncryptedModel {
@@ -381,7 +387,7 @@ impl EncryptedModel {
         let r = mul_const_to_scale(eval, &r, k / bv.sqrt(), target)?;
         let y: Vec<Ciphertext> = x
             .par_iter()
-            .map(|xc| Ok(ctx.fit_for_bootstrap(&eval.rescale(&eval.mul(xc, &r)?)?, 1.0)?))
+            .map(|xc| ctx.fit_for_bootstrap(&eval.rescale(&eval.mul(xc, &r)?)?, 1.0))
             .collect::<Result<_>>()?;
         ctx.record("norm_mul", t.elapsed(), 1);
         // One bootstrap at a time: each already uses every thread.
@@ -873,7 +879,7 @@ pub fn decrypt_wide(
     let mut c = 0;
     for ct in cts {
         let v = encoder.decode_real(&dec.decrypt(ct)?);
-        if tokens > s || v.len() % s != 0 {
+        if tokens > s || !v.len().is_multiple_of(s) {
             return Err(InferError::Shape(format!(
                 "{} slots in blocks of {s} (tokens {tokens})",
                 v.len()
