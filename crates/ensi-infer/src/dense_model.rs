@@ -365,18 +365,31 @@ impl EncryptedModel {
         ctx.record("norm_ss", t.elapsed(), 1);
         let r = self.inv_rms_of_fitted(ctx, &fitted)?;
         let t = Instant::now();
-        // |x_c / rms(x)| <= sqrt(d) (one square is at most the sum), with a
-        // margin for the inverse square root's error: K y is in [-1, 1].
-        let k = 1.0 / (1.05 * (sh.d as f64).sqrt());
-        let bv = self.inv_sqrt_div();
-        // Land the product below the bootstrap's largest input scale.
-        let level = x.level().min(r.level() - 1);
-        let prime = eval.params().q()[level] as f64;
-        let target = ctx.max_input_scale() / 2.0 * prime / x.scale();
-        let r = mul_const_to_scale(eval, &r, k / bv.sqrt(), target)?;
+        let (r, k) = self.norm_multiplier(ctx, x, &r, sh.d)?;
         let y = eval.rescale(&eval.mul(x, &r)?)?;
         ctx.record("norm_mul", t.elapsed(), 1);
         Ok((ctx.bootstrap(&ctx.fit_for_bootstrap(&y, 1.0)?)?, k))
+    }
+
+    /// The main norms' multiplier `K r / sqrt(B_v)` (r = `sqrt(B_v) / rms`)
+    /// for a state like `x` of `width` features, scaled so that `x` times it
+    /// lands at half the bootstrap's largest input scale; and K.
+    /// |x_c / rms(x)| <= sqrt(width) (one square is at most the sum), with a
+    /// margin for the inverse square root's error: K x / rms(x) is in [-1, 1].
+    pub(crate) fn norm_multiplier(
+        &self,
+        ctx: &ServerContext,
+        x: &Ciphertext,
+        r: &Ciphertext,
+        width: usize,
+    ) -> Result<(Ciphertext, f64)> {
+        let eval = ctx.eval();
+        let k = 1.0 / (1.05 * (width as f64).sqrt());
+        let level = x.level().min(r.level() - 1);
+        let prime = eval.params().q()[level] as f64;
+        let target = ctx.max_input_scale() / 2.0 * prime / x.scale();
+        let r = mul_const_to_scale(eval, r, k / self.inv_sqrt_div().sqrt(), target)?;
+        Ok((r, k))
     }
 
     /// `ss / bound <= 1` for the sum of squares of `width` features whose mean

@@ -378,13 +378,7 @@ impl EncryptedModel {
         ctx.record("norm_ss", t.elapsed(), 1);
         let r = self.inv_rms_of_fitted(ctx, &fitted)?;
         let t = Instant::now();
-        // |x_c / rms(x)| <= sqrt(d), with a margin for the inverse square root's error.
-        let k = 1.0 / (1.05 * (sh.d as f64).sqrt());
-        let bv = self.inv_sqrt_div();
-        let level = x[0].level().min(r.level() - 1);
-        let prime = eval.params().q()[level] as f64;
-        let target = ctx.max_input_scale() / 2.0 * prime / x[0].scale();
-        let r = mul_const_to_scale(eval, &r, k / bv.sqrt(), target)?;
+        let (r, k) = self.norm_multiplier(ctx, &x[0], &r, sh.d)?;
         let y: Vec<Ciphertext> = x
             .par_iter()
             .map(|xc| ctx.fit_for_bootstrap(&eval.rescale(&eval.mul(xc, &r)?)?, 1.0))
