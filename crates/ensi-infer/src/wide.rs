@@ -167,12 +167,9 @@ impl WideShape {
     /// The block maps of one block: (input ciphertexts, output ciphertexts of
     /// all maps sharing that input).
     fn maps(&self) -> [(usize, usize); 4] {
-        [
-            (self.c_d, 3 * self.c_h),
-            (self.c_h, self.c_d),
-            (self.c_d, 2 * self.c_ff),
-            (self.c_ff, self.c_d),
-        ]
+        // Packed inputs and their conjugates; packed outputs.
+        let (d, h, ff) = (packed(self.c_d), packed(self.c_h), packed(self.c_ff));
+        [(2 * d, 3 * h), (2 * h, d), (2 * d, 2 * ff), (2 * ff, d)]
     }
 
     /// Every rotation the wide block uses besides bootstrapping.
@@ -202,6 +199,13 @@ impl WideShape {
     }
 }
 
+/// Complex ciphertexts that pack `c` real ones of a layout: complex
+/// ciphertext m holds real ciphertext m in its real part and real ciphertext
+/// `m + packed(c)` (zero if there is none) in its imaginary part.
+pub fn packed(c: usize) -> usize {
+    c.div_ceil(2)
+}
+
 /// Baby steps of a map over `blocks` diagonals with `c_in` inputs and `outs`
 /// output ciphertexts: the power of two minimizing rotations (a hoisted baby
 /// rotation counted as 0.6 of a giant one), at most [`MAX_BABIES`] held.
@@ -221,93 +225,136 @@ fn baby_step(c_in: usize, outs: usize, blocks: usize) -> usize {
 /// A wide map's weight: `w(output global block, input global block, out)`
 /// writes the s per-token weights into `out` and returns whether any is
 /// nonzero (when it returns false, `out` is ignored). Global block
-/// `m B + b` is block b of ciphertext m.
+/// `m B + b` is block b of real ciphertext m of the (unpacked) layout.
 pub type WideWeight<'a> = &'a (dyn Fn(usize, usize, &mut [f64]) -> bool + Sync);
 
-/// Several block maps of the same input ciphertexts (`(outputs, w)` each):
-/// `y[ob][t] = sum_ib w(ob, ib)[t] x[ib][t]` over global blocks, one level,
-/// the inputs' scale.
+/// Several real block maps of the same packed input ciphertexts (`(real
+/// outputs, w)` each): `y[ob][t] = sum_ib w(ob, ib)[t] x[ib][t]` over global
+/// blocks, one level, the inputs' scale; `zs` packs `c_in` real ciphertexts
+/// and each map's output comes packed ([`packed`]).
 ///
-/// Output ciphertext o reads `sum_i sum_k D_{o,i,k} (.) rot(x_i, k s)` with
-/// `D_{o,i,k}[b] = w(o B + b, i B + (b + k) mod B)`; with k = g n1 + j the
-/// baby rotations of every input are hoisted and shared by all maps, each
-/// giant step costs one rotation, and a giant step's diagonals (pre-rotated
-/// in the clear) are encoded, multiplied and summed in one pass per input
-/// ([`ensi_ckks::Evaluator::mul_plain_sum`]) and dropped.
+/// With `z = x + i x'` (x, x' the real ciphertexts m and m + C) and
+/// `Y = y + i y'`, a real-linear map is `Y = A z + B conj(z)` with
+/// `A = (D_yx + D_y'x' + i (D_y'x - D_yx')) / 2` and
+/// `B = (D_yx - D_y'x' + i (D_yx' + D_y'x)) / 2`: one complex diagonal per
+/// input of `z` and of `conj z` serves two real inputs and two real outputs,
+/// so half the diagonals of the real layout are encoded and multiplied.
+///
+/// Output ciphertext o reads `sum_i sum_k A_{o,i,k} (.) rot(z_i, k s) + ...`
+/// with `D_{o,i,k}[b] = w(o B + b, i B + (b + k) mod B)`; with k = g n1 + j
+/// the baby rotations of every input (and of its conjugate) are hoisted and
+/// shared by all maps, each giant step costs one rotation, and a giant step's
+/// diagonals (pre-rotated in the clear) are encoded, multiplied and summed in
+/// one pass per input ([`ensi_ckks::Evaluator::mul_plain_sum`]) and dropped.
 pub fn wide_maps(
     ctx: &ServerContext,
-    xs: &[Ciphertext],
+    zs: &[Ciphertext],
+    c_in: usize,
     s: usize,
     blocks: usize,
     maps: &[(usize, WideWeight)],
 ) -> Result<Vec<Vec<Ciphertext>>> {
     let eval = ctx.eval();
-    let first = xs
+    let first = zs
         .first()
         .ok_or_else(|| InferError::Shape("wide map of no ciphertexts".into()))?;
     let (level, log_slots) = (first.level(), first.log_slots());
     if log_slots != (blocks * s).trailing_zeros()
         || level == 0
-        || xs
+        || zs.len() != packed(c_in)
+        || zs
             .iter()
             .any(|x| x.level() != level || x.log_slots() != log_slots || x.scale() != first.scale())
     {
         return Err(InferError::Shape(format!(
-            "wide map inputs must share level (>= 1), scale and {blocks} blocks of {s} slots"
+            "wide map inputs must be {} ciphertexts packing {c_in} and share level (>= 1), \
+             scale and {blocks} blocks of {s} slots",
+            packed(c_in)
         )));
     }
-    let outs: usize = maps.iter().map(|m| m.0).sum();
-    let n1 = baby_step(xs.len(), outs, blocks);
+    let cz = zs.len();
+    let outs: usize = maps.iter().map(|m| packed(m.0)).sum();
+    let n1 = baby_step(2 * cz, outs, blocks);
     let giants = blocks / n1;
     let steps: Vec<i64> = (1..n1).map(|j| (j * s) as i64).collect();
-    let babies: Vec<Vec<Ciphertext>> = xs
+    // Inputs z_0.. then their conjugates, each with its baby rotations.
+    let conj: Vec<Ciphertext> = zs
         .par_iter()
+        .map(|z| eval.conjugate(z))
+        .collect::<std::result::Result<_, _>>()?;
+    let babies: Vec<Vec<Ciphertext>> = zs
+        .par_iter()
+        .chain(conj.par_iter())
         .map(|x| {
             let mut v = vec![x.clone()];
             v.extend(eval.rotate_hoisted(x, &steps)?);
             Ok(v)
         })
         .collect::<Result<_>>()?;
+    drop(conj);
     let pt_scale = eval.params().q()[level] as f64;
     let encoder = ctx.encoder();
     let tasks: Vec<(usize, usize, usize)> = maps
         .iter()
         .enumerate()
         .flat_map(|(m, &(c_out, _))| {
-            (0..c_out).flat_map(move |o| (0..giants).map(move |g| (m, o, g)))
+            (0..packed(c_out)).flat_map(move |o| (0..giants).map(move |g| (m, o, g)))
         })
         .collect();
+    let slots = blocks * s;
     let parts: Vec<Option<Ciphertext>> = tasks
         .par_iter()
         .map(|&(m, o, g)| {
-            let w = maps[m].1;
+            let (c_out, w) = maps[m];
             let shift = g * n1;
-            let mut buf = vec![0.0; blocks * s];
+            // Real output ciphertexts o (real part) and o + C' (imaginary part).
+            let outs = [o, o + packed(c_out)];
+            let mut d = vec![vec![0.0; slots]; 4];
             let mut acc: Option<Ciphertext> = None;
-            for (i, x_babies) in babies.iter().enumerate() {
-                let mut pts: Vec<(usize, Plaintext)> = Vec::with_capacity(n1);
-                for j in 0..n1 {
+            for i in 0..cz {
+                let ins = [i, i + cz];
+                let mut pts: Vec<(&Ciphertext, Plaintext)> = Vec::with_capacity(2 * n1);
+                for (j, (z_baby, conj_baby)) in babies[i].iter().zip(&babies[i + cz]).enumerate() {
                     let k = shift + j;
-                    let mut nonzero = false;
-                    for bp in 0..blocks {
-                        // Pre-rotated right by the giant step: block bp holds D_k[bp - shift].
-                        let b = (bp + blocks - shift) % blocks;
-                        let out = &mut buf[bp * s..(bp + 1) * s];
-                        if w(o * blocks + b, i * blocks + (b + k) % blocks, out) {
-                            nonzero = true;
-                        } else {
-                            out.fill(0.0);
+                    // d[2 a + c]: output outs[a] from input ins[c].
+                    let mut nonzero = [false; 4];
+                    for (idx, buf) in d.iter_mut().enumerate() {
+                        let (oc, ic) = (outs[idx / 2], ins[idx % 2]);
+                        for bp in 0..blocks {
+                            // Pre-rotated right by the giant step: block bp holds D_k[bp - shift].
+                            let b = (bp + blocks - shift) % blocks;
+                            let out = &mut buf[bp * s..(bp + 1) * s];
+                            if oc < c_out
+                                && ic < c_in
+                                && w(oc * blocks + b, ic * blocks + (b + k) % blocks, out)
+                            {
+                                nonzero[idx] = true;
+                            } else {
+                                out.fill(0.0);
+                            }
                         }
                     }
-                    if nonzero {
-                        pts.push((j, encoder.encode_real(&buf, level, pt_scale, log_slots)?));
+                    if !nonzero.iter().any(|&n| n) {
+                        continue;
+                    }
+                    let (yx, yx2, y2x, y2x2) = (&d[0], &d[1], &d[2], &d[3]);
+                    let a: Vec<Complex64> = (0..slots)
+                        .map(|t| Complex64::new(yx[t] + y2x2[t], y2x[t] - yx2[t]) * 0.5)
+                        .collect();
+                    let b: Vec<Complex64> = (0..slots)
+                        .map(|t| Complex64::new(yx[t] - y2x2[t], yx2[t] + y2x[t]) * 0.5)
+                        .collect();
+                    for (v, src) in [(a, z_baby), (b, conj_baby)] {
+                        if v.iter().any(|c| c.re != 0.0 || c.im != 0.0) {
+                            pts.push((src, encoder.encode(&v, level, pt_scale, log_slots)?));
+                        }
                     }
                 }
                 if pts.is_empty() {
                     continue;
                 }
                 let terms: Vec<(&Ciphertext, &Plaintext)> =
-                    pts.iter().map(|(j, pt)| (&x_babies[*j], pt)).collect();
+                    pts.iter().map(|(c, pt)| (*c, pt)).collect();
                 let part = eval.mul_plain_sum(&terms)?;
                 match acc.as_mut() {
                     Some(a) => eval.add_assign(a, &part)?,
@@ -323,7 +370,7 @@ pub fn wide_maps(
     let mut parts = parts.into_iter();
     maps.iter()
         .map(|&(c_out, _)| {
-            (0..c_out)
+            (0..packed(c_out))
                 .map(|_| {
                     let mut it = parts.by_ref().take(giants).flatten();
                     let y = match it.next() {
@@ -371,14 +418,16 @@ impl EncryptedModel {
     ) -> Result<(Vec<Ciphertext>, f64)> {
         let eval = ctx.eval();
         let t = Instant::now();
-        let pairs: Vec<(&Ciphertext, &Ciphertext)> = x.iter().map(|c| (c, c)).collect();
-        let sq = eval.rescale(&eval.mul_sum(&pairs)?)?;
+        // |z|^2 = x^2 + x'^2 for the two real ciphertexts z packs.
+        let sq = abs_squared_sum(ctx, x)?;
         let ss = rotate_sum(ctx, &sq, sh.s, sh.blocks)?;
         let fitted = ctx.fit_for_bootstrap(&ss, self.ss_bound(sh.d))?;
         ctx.record("norm_ss", t.elapsed(), 1);
         let r = self.inv_rms_of_fitted(ctx, &fitted)?;
         let t = Instant::now();
         let (r, k) = self.norm_multiplier(ctx, &x[0], &r, sh.d)?;
+        // |K x_c / rms| <= K sqrt(d) < 1 per feature, and so |z| < 1 for the
+        // packed pair of features of one token: in the bootstrap's range.
         let y: Vec<Ciphertext> = x
             .par_iter()
             .map(|xc| ctx.fit_for_bootstrap(&eval.rescale(&eval.mul(xc, &r)?)?, 1.0))
@@ -413,8 +462,7 @@ impl EncryptedModel {
             .par_iter()
             .map(|c| mul_const_to_scale(eval, c, 1.0 / bound.sqrt(), target))
             .collect::<Result<_>>()?;
-        let pairs: Vec<(&Ciphertext, &Ciphertext)> = scaled.iter().map(|c| (c, c)).collect();
-        let sq = eval.rescale(&eval.mul_sum(&pairs)?)?;
+        let sq = abs_squared_sum(ctx, &scaled)?;
         let ss = rotate_sum(ctx, &sq, sh.s, sh.blocks)?;
         ctx.record("subnorm_ss", t0.elapsed(), 2);
         self.inv_rms_of_fitted(ctx, &ss)
@@ -439,11 +487,11 @@ impl EncryptedModel {
             .ok_or_else(|| InferError::Shape(format!("no layer {layer}")))?;
         let sh = self.wide_shape(ctx.packing())?;
         let (s, nb, hd) = (sh.s, sh.blocks, sh.hd);
-        if x.len() != sh.c_d || tokens == 0 || tokens > s {
+        if x.len() != packed(sh.c_d) || tokens == 0 || tokens > s {
             return Err(InferError::Shape(format!(
                 "{} ciphertexts for {tokens} tokens; the wide layout needs {} and 1..={s} tokens",
                 x.len(),
-                sh.c_d
+                packed(sh.c_d)
             )));
         }
         let residual_scale = x[0].scale();
@@ -459,8 +507,10 @@ impl EncryptedModel {
         let sig = &self.polys().sigmoid;
         let (sa, sb) = (sig.a, sig.b);
         // Scores enter the sigmoid polynomial as 2 (z - mid) / width: the
-        // factor of q.k rides on q's weights, the bias on a plaintext.
-        let q_factor = 2.0 / ((sb - sa) * (hd as f64).sqrt());
+        // factor of q.k rides on q's weights, the bias on a plaintext. The
+        // score is read as 2 Re(sum q conj(k)) (see `wide_attention`): half
+        // the factor.
+        let q_factor = 1.0 / ((sb - sa) * (hd as f64).sqrt());
         let inv_freq = model.inv_freq();
         let half = hd / 2;
         // cos and sin of t theta_f, per token slot and frequency.
@@ -517,6 +567,7 @@ impl EncryptedModel {
         let [q, k, v]: [Vec<Ciphertext>; 3] = wide_maps(
             ctx,
             &y,
+            sh.c_d,
             s,
             nb,
             &[(sh.c_h, &wq), (sh.c_h, &wk), (sh.c_h, &wv)],
@@ -543,7 +594,7 @@ impl EncryptedModel {
             }
             _ => false,
         };
-        let z = wide_maps(ctx, &o, s, nb, &[(sh.c_d, &wo)])?.remove(0);
+        let z = wide_maps(ctx, &o, sh.c_h, s, nb, &[(sh.c_d, &wo)])?.remove(0);
         let after_attn: Vec<Ciphertext> = z
             .par_iter()
             .zip(x)
@@ -560,7 +611,11 @@ impl EncryptedModel {
         let gamma = &w.post_attention_norm;
         record("mlp_norm", &y, 1.0 / k_norm, Some(gamma));
         let t0 = Instant::now();
-        let (ga, ua) = (w.gate_proj.scale() / k_norm, w.up_proj.scale() / k_norm);
+        // Halved for the unpacking below.
+        let (ga, ua) = (
+            0.5 * w.gate_proj.scale() / k_norm,
+            0.5 * w.up_proj.scale() / k_norm,
+        );
         let ff = cfg.intermediate_size;
         let plain = |m: &ensi_model::TernaryMatrix, a: f64, o: usize, i: usize, out: &mut [f64]| {
             if o >= ff || i >= d {
@@ -573,7 +628,7 @@ impl EncryptedModel {
         let wg = |o: usize, i: usize, out: &mut [f64]| plain(&w.gate_proj, ga, o, i, out);
         let wu = |o: usize, i: usize, out: &mut [f64]| plain(&w.up_proj, ua, o, i, out);
         let [gate, up]: [Vec<Ciphertext>; 2] =
-            wide_maps(ctx, &y, s, nb, &[(sh.c_ff, &wg), (sh.c_ff, &wu)])?
+            wide_maps(ctx, &y, sh.c_d, s, nb, &[(sh.c_ff, &wg), (sh.c_ff, &wu)])?
                 .try_into()
                 .map_err(|_| InferError::Shape("two projections".into()))?;
         drop(y);
@@ -582,6 +637,13 @@ impl EncryptedModel {
         let act = self.polys().activation(cfg.activation);
         let act = ChebyshevPoly::new(act.a, act.b, act.coeffs.clone())?;
         let pe = PolynomialEvaluator::new(eval);
+        record("gate", &gate, 2.0, None);
+        record("up", &up, 2.0, None);
+        // The activation is a real function: split the packed halves first.
+        let (gate, up) = (
+            unpack_halved(ctx, &gate, sh.c_ff)?,
+            unpack_halved(ctx, &up, sh.c_ff)?,
+        );
         let hidden: Vec<Ciphertext> = gate
             .iter()
             .zip(&up)
@@ -591,6 +653,7 @@ impl EncryptedModel {
             })
             .collect::<Result<_>>()?;
         drop((gate, up));
+        let hidden = pack(ctx, &hidden)?;
         ctx.record("activation_gate_up", t0.elapsed(), act.depth() + 1);
         record("hidden", &hidden, 1.0, None);
 
@@ -606,7 +669,7 @@ impl EncryptedModel {
             out.fill(v);
             v != 0.0
         };
-        let down = wide_maps(ctx, &hidden, s, nb, &[(sh.c_d, &wd)])?.remove(0);
+        let down = wide_maps(ctx, &hidden, sh.c_ff, s, nb, &[(sh.c_d, &wd)])?.remove(0);
         let out: Vec<Ciphertext> = down
             .par_iter()
             .zip(&after_attn)
@@ -658,8 +721,15 @@ impl EncryptedModel {
             })
             .collect();
         let mut bias_pt: Option<Plaintext> = None;
+        // Keys enter the scores conjugated (see the module documentation).
+        let t_conj = Instant::now();
+        let k_conj: Vec<Ciphertext> = k
+            .par_iter()
+            .map(|c| eval.conjugate(c))
+            .collect::<std::result::Result<_, _>>()?;
         let mut o_acc: Option<Vec<Ciphertext>> = None;
-        let (mut t_rot, mut t_qk, mut t_sig, mut t_av) = (0.0, 0.0, 0.0, 0.0);
+        let (mut t_rot, mut t_qk, mut t_sig, mut t_av) =
+            (t_conj.elapsed().as_secs_f64(), 0.0, 0.0, 0.0);
         for chunk in (0..s).collect::<Vec<_>>().chunks(SHIFT_CHUNK) {
             let t0 = Instant::now();
             // rot(x, -delta) for the chunk's shifts delta = base + b: one giant
@@ -677,7 +747,8 @@ impl EncryptedModel {
                 Ok(out)
             };
             // [ciphertext][shift in chunk]
-            let k_sh: Vec<Vec<Ciphertext>> = k.par_iter().map(shifted).collect::<Result<_>>()?;
+            let k_sh: Vec<Vec<Ciphertext>> =
+                k_conj.par_iter().map(shifted).collect::<Result<_>>()?;
             let v_rot: Vec<Vec<Ciphertext>> = v.par_iter().map(shifted).collect::<Result<_>>()?;
             // Values only from keys at or before the query and among the real tokens.
             let masks: Vec<Plaintext> = chunk
@@ -715,7 +786,9 @@ impl EncryptedModel {
                     let pairs: Vec<(&Ciphertext, &Ciphertext)> =
                         q.iter().zip(&k_sh).map(|(qm, km)| (qm, &km[ci])).collect();
                     let p = eval.rescale(&eval.mul_sum(&pairs)?)?;
-                    rotate_sum(ctx, &p, sh.heads_pad * s, sh.j_per_ct())
+                    let p = rotate_sum(ctx, &p, sh.heads_pad * s, sh.j_per_ct())?;
+                    // sum_j q_j k_j = Re(sum q conj(k)) over the packed pairs: p + conj p.
+                    Ok(eval.add(&p, &eval.conjugate(&p)?)?)
                 })
                 .collect::<Result<_>>()?;
             drop(k_sh);
@@ -769,6 +842,56 @@ impl EncryptedModel {
         ctx.record("av", secs(t_av), 1);
         Ok(o)
     }
+}
+
+/// `sum_m |z_m|^2` (one relinearization, one level): the sum of squares of
+/// every real ciphertext the `z_m` pack.
+fn abs_squared_sum(ctx: &ServerContext, z: &[Ciphertext]) -> Result<Ciphertext> {
+    let eval = ctx.eval();
+    let conj: Vec<Ciphertext> = z
+        .par_iter()
+        .map(|c| eval.conjugate(c))
+        .collect::<std::result::Result<_, _>>()?;
+    let pairs: Vec<(&Ciphertext, &Ciphertext)> = z.iter().zip(&conj).collect();
+    Ok(eval.rescale(&eval.mul_sum(&pairs)?)?)
+}
+
+/// Splits packed ciphertexts holding *half* the values into the real ones
+/// they hold (`c` of them): `Re 2z = z + conj z` and `Im 2z = -i (z - conj z)`,
+/// no level and the scale kept (the half rides on the weights that made z:
+/// recording twice the scale instead throws the activation polynomials that
+/// follow off by 2^-7 relative).
+fn unpack_halved(ctx: &ServerContext, z: &[Ciphertext], c: usize) -> Result<Vec<Ciphertext>> {
+    let eval = ctx.eval();
+    let halves: Vec<(Ciphertext, Ciphertext)> = z
+        .par_iter()
+        .map(|zc| {
+            let conj = eval.conjugate(zc)?;
+            let re = eval.add(zc, &conj)?;
+            let im =
+                eval.mul_const_scaled(&eval.sub(zc, &conj)?, Complex64::new(0.0, -1.0), 1.0)?;
+            Ok((re, im))
+        })
+        .collect::<Result<_>>()?;
+    let (re, im): (Vec<Ciphertext>, Vec<Ciphertext>) = halves.into_iter().unzip();
+    Ok(re.into_iter().chain(im).take(c).collect())
+}
+
+/// Packs real ciphertexts (same level and scale) two by two, `x_m + i x_{m+C}`
+/// (no level: multiplying by i is multiplying by the monomial X^(N/2)).
+fn pack(ctx: &ServerContext, x: &[Ciphertext]) -> Result<Vec<Ciphertext>> {
+    let eval = ctx.eval();
+    let cz = packed(x.len());
+    (0..cz)
+        .into_par_iter()
+        .map(|m| match x.get(m + cz) {
+            Some(hi) => Ok(eval.add(
+                &x[m],
+                &eval.mul_const_scaled(hi, Complex64::new(0.0, 1.0), 1.0)?,
+            )?),
+            None => Ok(x[m].clone()),
+        })
+        .collect()
 }
 
 /// log2 of the wide residual stream's scale for a hidden size: the sum of
@@ -842,17 +965,24 @@ pub fn encrypt_wide(
     }
     let encoder = Encoder::new(params);
     let scale = f64::from(wide_residual_log_scale(hidden)).exp2();
-    (0..hidden.div_ceil(blocks))
+    let cz = packed(hidden.div_ceil(blocks));
+    (0..cz)
         .into_par_iter()
         .map(|m| {
-            let mut v = vec![0.0; s * blocks];
-            for b in 0..blocks.min(hidden - m * blocks) {
-                for t in 0..s {
-                    v[b * s + t] = x.get(t.min(tokens - 1), m * blocks + b);
+            let mut v = vec![Complex64::new(0.0, 0.0); s * blocks];
+            for (part, r) in [m, m + cz].into_iter().enumerate() {
+                for b in 0..blocks.min(hidden.saturating_sub(r * blocks)) {
+                    for t in 0..s {
+                        let value = x.get(t.min(tokens - 1), r * blocks + b);
+                        if part == 0 {
+                            v[b * s + t].re = value;
+                        } else {
+                            v[b * s + t].im = value;
+                        }
+                    }
                 }
             }
-            let pt =
-                encoder.encode_real(&v, DENSE_RESIDUAL_LEVEL, scale, packing.packed_log_slots())?;
+            let pt = encoder.encode(&v, DENSE_RESIDUAL_LEVEL, scale, packing.packed_log_slots())?;
             Ok(Encryptor::with_secret_key(params, sk).encrypt(&pt)?)
         })
         .collect()
@@ -871,22 +1001,29 @@ pub fn decrypt_wide(
     let dec = Decryptor::new(sk);
     let mut m = Matrix::zeros(tokens, cols);
     let mut c = 0;
-    for ct in cts {
-        let v = encoder.decode_real(&dec.decrypt(ct)?);
-        if tokens > s || !v.len().is_multiple_of(s) {
-            return Err(InferError::Shape(format!(
-                "{} slots in blocks of {s} (tokens {tokens})",
-                v.len()
-            )));
-        }
-        for b in 0..v.len() / s {
-            if c == cols {
-                break;
+    let decoded: Vec<Vec<Complex64>> = cts
+        .iter()
+        .map(|ct| Ok(encoder.decode(&dec.decrypt(ct)?)))
+        .collect::<Result<_>>()?;
+    // The real parts, then the imaginary parts, are the real ciphertexts in order.
+    for part in 0..2 {
+        for v in &decoded {
+            if tokens > s || !v.len().is_multiple_of(s) {
+                return Err(InferError::Shape(format!(
+                    "{} slots in blocks of {s} (tokens {tokens})",
+                    v.len()
+                )));
             }
-            for t in 0..tokens {
-                m.row_mut(t)[c] = v[b * s + t];
+            for b in 0..v.len() / s {
+                if c == cols {
+                    break;
+                }
+                for t in 0..tokens {
+                    let z = v[b * s + t];
+                    m.row_mut(t)[c] = if part == 0 { z.re } else { z.im };
+                }
+                c += 1;
             }
-            c += 1;
         }
     }
     if c < cols {

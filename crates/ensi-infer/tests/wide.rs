@@ -2,15 +2,15 @@
 //! against the plaintext ENSI twin, step by step (insecure-boot-n12: the chain
 //! of n16-boot at N = 2^12, NOT secure, so that the test runs in about a
 //! minute). 64 token slots make 32 blocks per ciphertext, so the tiny model's
-//! state spans 2 ciphertexts, its MLP 4 and its heads 2: every multi-ciphertext
-//! path runs.
+//! state spans 2 real ciphertexts (packed in one complex), its MLP 4 (2) and
+//! its heads 2 (1): every packed and multi-ciphertext path runs.
 
 use ensi_ckks::{KeyGenerator, ParametersLiteral};
 use ensi_infer::block::{EncryptedModel, ServerContext};
 use ensi_infer::client::encrypt_embeddings;
 use ensi_infer::dense_model::{choose_packing, generate_model_keys};
 use ensi_infer::packing::Layout;
-use ensi_infer::wide::{decrypt_wide, WideShape, WideTrace};
+use ensi_infer::wide::{decrypt_wide, packed, WideShape, WideTrace};
 use ensi_model::rng::SplitMix64;
 use ensi_model::{BitNetModel, EnsiApprox, Family, Mode, TinyOptions};
 use std::sync::Arc;
@@ -49,12 +49,17 @@ fn run(family: Family, tokens: usize) {
         .unwrap();
     let x = model.embed(&ids).unwrap();
     let input = encrypt_embeddings(&params, &packing, &sk, &x).unwrap();
-    assert_eq!(input.len(), 2, "the state spans two ciphertexts");
+    // Two real ciphertexts of state, packed as the real and imaginary parts of one.
+    assert_eq!(
+        input.len(),
+        1,
+        "the state's two ciphertexts come packed in one"
+    );
     let mut wt = WideTrace::default();
     let out = enc_model
         .wide_block(&ctx, 0, &input, tokens, Some(&mut wt))
         .unwrap();
-    assert_eq!(out.len(), 2);
+    assert_eq!(out.len(), 1);
     let lt = &trace.layers[0];
     let mut seen = Vec::new();
     for (name, cts, factor, gains) in &wt.steps {
@@ -62,6 +67,8 @@ fn run(family: Family, tokens: usize) {
             "attn_norm" => &lt.attn_norm,
             "after_attn" => &lt.after_attn,
             "mlp_norm" => &lt.mlp_norm,
+            "gate" => &lt.gate,
+            "up" => &lt.up,
             "hidden" => &lt.hidden,
             "output" => &lt.output,
             other => panic!("unknown step {other}"),
@@ -85,7 +92,15 @@ fn run(family: Family, tokens: usize) {
     }
     assert_eq!(
         seen,
-        ["attn_norm", "after_attn", "mlp_norm", "hidden", "output"]
+        [
+            "attn_norm",
+            "after_attn",
+            "mlp_norm",
+            "gate",
+            "up",
+            "hidden",
+            "output"
+        ]
     );
     // The returned state is the traced output.
     let got = decrypt_wide(
@@ -106,8 +121,9 @@ fn run(family: Family, tokens: usize) {
     }
     assert_eq!(
         stats.bootstraps,
-        2 * (1 + sh.c_d) + 2,
-        "bootstraps only in the norms: ss and each state ciphertext per main norm, ss per sub-norm"
+        2 * (1 + packed(sh.c_d)) + 2,
+        "bootstraps only in the norms: ss and each packed state ciphertext per main norm, \
+         ss per sub-norm"
     );
 }
 
