@@ -16,6 +16,18 @@
 //!   (one relinearization) and a rotate-and-sum over the `B / H'` feature
 //!   groups inside one.
 //!
+//! **Complex packing.** The slots are complex and the values real, so every
+//! ciphertext carries two real ones of these layouts: complex ciphertext m
+//! holds real ciphertext m in its real parts and real ciphertext `m + C`
+//! (C = half the count, rounded up: [`packed`]) in its imaginary parts. A
+//! real-linear map is `A z + B conj(z)` ([`wide_maps`]): one complex diagonal
+//! stands for four real ones, so half the diagonals are encoded and
+//! multiplied. The residual stream, the normed states (half the bootstraps),
+//! q, k, v and o travel packed; `sum |z|^2` is the sum of squares of both
+//! halves and `Re(sum q conj(k))` the scores. Only the MLP's activation needs
+//! real slots: gate and up are unpacked (one conjugation each) and the
+//! hidden state packed again (a multiplication by i is free).
+//!
 //! Projections are block maps over several ciphertexts ([`wide_maps`]): the
 //! diagonal method over blocks, baby-step giant-step, every linear factor
 //! around the ternary weights folded into the diagonals (BitNet scale, the
@@ -29,8 +41,8 @@
 //! `K_delta = rot(K, -delta)` (per ciphertext and chunk one rotation to the
 //! chunk's first shift, then hoisted rotations by 1..8, so that s/8 + 6
 //! keys serve every shift),
-//! `sum_m Q_m K_delta,m` (one relinearization) and a rotate-and-sum over the
-//! feature groups give the score of (head h, query t, key t - delta) in every
+//! `sum_m Q_m conj(K_delta,m)` (one relinearization), a rotate-and-sum over
+//! the feature groups and the real part (plus its conjugate) give the score of (head h, query t, key t - delta) in every
 //! block of head h; the sigmoid runs on it; `A_delta V_delta` with
 //! `V_delta = rot(V, -delta)` masked to the keys at or before the query and
 //! among the real tokens is summed over delta per value ciphertext (one
@@ -60,9 +72,10 @@
 //! | gate * up | 1 | L-8 |
 //! | sub-norm, down map, times r | 2 | L-10 = 1 |
 //!
-//! Bootstraps per block: `2 (1 + C_d) + 2` (C_d = the hidden state's
-//! ciphertexts: 6 at 1bitllm-large, s = 128), all inside RMSNorms, each of
-//! all N/2 slots.
+//! Bootstraps per block: `2 (1 + ceil(C_d / 2)) + 2` (C_d = the hidden
+//! state's real ciphertexts, packed two by two: 6, so 3 bootstrapped per
+//! main norm, at 1bitllm-large, s = 128), all inside RMSNorms, each of all
+//! N/2 slots.
 
 use crate::block::{bootstrap_config, mul_const_to_scale, EncryptedModel, ServerContext};
 use crate::dense_model::{
