@@ -4,6 +4,7 @@
 //! Needs about 6.5 GB and a minute for the keys: run it alone, in release mode:
 //!
 //! `RAYON_NUM_THREADS=1 cargo run --release -p ensi-ckks --example boot_full`
+//! (`STC=2` for two SlotsToCoeffs levels, as the wide layout uses).
 use ensi_ckks::circuits::bootstrap::{BootstrapConfig, BootstrapKeys, Bootstrapper};
 use ensi_ckks::*;
 use std::time::Instant;
@@ -11,7 +12,11 @@ use std::time::Instant;
 fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let params = ParametersLiteral::preset("n16-boot")?.build()?;
     let log_slots = params.log_slots();
-    let config = BootstrapConfig::for_params(&params);
+    let mut config = BootstrapConfig::for_params(&params).with_log_slots(log_slots);
+    // STC=2: the wide layout's two SlotsToCoeffs levels.
+    if let Some(stc) = std::env::var("STC").ok().and_then(|v| v.parse().ok()) {
+        config.stc_levels = stc;
+    }
     let sk = KeyGenerator::new(&params).gen_secret_key();
     let t = Instant::now();
     let keys = BootstrapKeys::generate(&params, &config, &sk, &[])?;

@@ -245,9 +245,10 @@ impl Encoder {
         let n = self.params.n();
         let gap = n / (2 * slots);
         let mut coeffs = vec![0f64; n];
+        // Ties to even: one vectorizable instruction (`round` is a libm call).
         for (i, c) in unscaled.v.iter().enumerate() {
-            coeffs[i * gap] = (c.re * scale).round();
-            coeffs[i * gap + n / 2] = (c.im * scale).round();
+            coeffs[i * gap] = (c.re * scale).round_ties_even();
+            coeffs[i * gap + n / 2] = (c.im * scale).round_ties_even();
         }
         let poly = self.coeffs_to_poly(&coeffs, level)?;
         Ok(Plaintext {
@@ -363,7 +364,12 @@ fn reduce_small_integers_plain(out: &mut [u64], coeffs: &[f64], q: u64) {
     let (qf, qi, inv) = (q as f64, q as i64, 1.0 / q as f64);
     for (r, &c) in out.iter_mut().zip(coeffs) {
         let k = (c * inv).floor();
-        let mut v = (c - k * qf) as i64;
+        // SAFETY: c is a finite integer below 2^51.8 in magnitude (checked by
+        // the caller) and k its quotient estimate, so c - k q is finite and
+        // below 2 q < 2^53: representable. Unlike `as`, which saturates and
+        // maps NaN to 0 lane by lane, this converts eight lanes in one
+        // instruction (a third of the encoder's time at N = 2^16 went here).
+        let mut v = unsafe { (c - k * qf).to_int_unchecked::<i64>() };
         v += if v < 0 { qi } else { 0 };
         v -= if v >= qi { qi } else { 0 };
         *r = v as u64;

@@ -189,8 +189,8 @@ impl CompactEncoder {
         let m = 2 * slots;
         let mut coeffs = vec![0f64; m];
         for (i, c) in v.iter().enumerate() {
-            coeffs[i] = (c.re * scale).round();
-            coeffs[i + slots] = (c.im * scale).round();
+            coeffs[i] = (c.re * scale).round_ties_even();
+            coeffs[i + slots] = (c.im * scale).round_ties_even();
         }
         let log_q: f64 = self.params.q()[..=level]
             .iter()
