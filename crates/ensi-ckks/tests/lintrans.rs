@@ -3,8 +3,9 @@
 //! the level and scale of the output, and the rotation keys: an evaluator
 //! holding exactly [`LinearTransform::rotation_steps`] succeeds, and one
 //! missing any single step of that list fails (so the list is exactly what is used).
-//! The prepared form ([`LinearTransform::prepare`]) and the streaming
-//! [`LinearTransform::evaluate`] give the same ciphertext.
+//! The prepared form ([`LinearTransform::prepare`], encoded at once or giant
+//! step by giant step) and the streaming [`LinearTransform::evaluate`] give
+//! the same ciphertext.
 //! insecure-n12 with sparse slots (2^4 and 2^6).
 
 mod common;
@@ -76,12 +77,16 @@ fn apply(
     assert_eq!(encoded.rotation_steps(), steps);
     let out = encoded.evaluate(&eval, &ct).unwrap();
     // The prepared path (inverse FFT once, encoded per call) gives the same plaintexts.
-    let prepared = lt
-        .prepare(&s.encoder)
-        .unwrap()
+    let prepared_lt = lt.prepare(&s.encoder).unwrap();
+    let prepared = prepared_lt
         .encode(&s.encoder, level, ct.scale(), output_scale)
         .unwrap();
     assert_eq!(prepared.evaluate(&eval, &ct).unwrap(), out);
+    // And the prepared path encoded giant step by giant step (bootstrapping's).
+    let (streamed, _) = prepared_lt
+        .evaluate_streaming(&eval, &s.encoder, &ct, output_scale)
+        .unwrap();
+    assert_eq!(streamed, out);
     // So does the streaming path (one giant step's diagonals encoded at a time).
     assert_eq!(
         lt.evaluate(&eval, &s.encoder, &ct, output_scale).unwrap(),

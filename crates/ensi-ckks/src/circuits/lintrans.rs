@@ -105,6 +105,43 @@ impl PreparedLinearTransform {
             .map(|v| v.len() * (16usize << self.log_slots))
             .sum()
     }
+
+    /// Encodes for `ct` (its level and scale) and evaluates, landing on
+    /// `output_scale`: the same result as [`Self::encode`] then
+    /// [`EncodedLinearTransform::evaluate`], but one giant step's diagonals
+    /// are encoded at a time and dropped once used. A full-slot
+    /// SlotsToCoeffs group at N = 2^16 holds 3.6 GB encoded at once: freed
+    /// and faulted in again on every bootstrap, that costs more than the
+    /// encoding. Returns the result and the time spent encoding.
+    pub fn evaluate_streaming(
+        &self,
+        eval: &Evaluator,
+        encoder: &Encoder,
+        ct: &Ciphertext,
+        output_scale: f64,
+    ) -> Result<(Ciphertext, std::time::Duration)> {
+        if ct.log_slots() != self.log_slots {
+            return Err(CkksError::SlotMismatch {
+                a: ct.log_slots(),
+                b: self.log_slots,
+            });
+        }
+        let level = ct.level();
+        let pt_scale = plaintext_scale(encoder, level, ct.scale(), output_scale)?;
+        let babies: BTreeSet<usize> = self.giants.values().flatten().map(|(i, _)| *i).collect();
+        let encoding = std::cell::Cell::new(std::time::Duration::ZERO);
+        let groups = self.giants.iter().map(|(&j, terms)| {
+            let start = std::time::Instant::now();
+            let pts = terms
+                .iter()
+                .map(|(i, u)| Ok((*i, encoder.encode_unscaled(u, level, pt_scale)?)))
+                .collect::<Result<Vec<_>>>()?;
+            encoding.set(encoding.get() + start.elapsed());
+            Ok((j, pts))
+        });
+        let out = baby_step_giant_step(eval, ct, self.n1, &babies, groups, output_scale)?;
+        Ok((out, encoding.get()))
+    }
 }
 
 fn invalid(msg: String) -> CkksError {

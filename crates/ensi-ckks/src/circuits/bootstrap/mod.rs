@@ -835,7 +835,8 @@ impl Bootstrapper {
         self.bootstrap_inner(ct, output_scale, &mut BootstrapTimings::default())
     }
 
-    /// Encodes `lt` for `ct` and evaluates it, counting the encoding time apart.
+    /// Encodes `lt` for `ct` giant step by giant step as it evaluates it,
+    /// counting the encoding time apart.
     fn apply(
         &self,
         lt: &PreparedLinearTransform,
@@ -843,10 +844,9 @@ impl Bootstrapper {
         output_scale: f64,
         encoding: &mut Duration,
     ) -> Result<Ciphertext> {
-        let t = Instant::now();
-        let encoded = lt.encode(&self.encoder, ct.level(), ct.scale(), output_scale)?;
-        *encoding += t.elapsed();
-        encoded.evaluate(&self.eval, ct)
+        let (out, t) = lt.evaluate_streaming(&self.eval, &self.encoder, ct, output_scale)?;
+        *encoding += t;
+        Ok(out)
     }
 
     fn bootstrap_inner(
