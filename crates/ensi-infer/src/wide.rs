@@ -59,15 +59,16 @@
 //! | --- | --- | --- |
 //! | main norm: `ss = sum_m sum_c x^2`, rotate-and-sum, bootstrap ss, 1/sqrt | 1 | residual 1 -> 0 |
 //! | `x * r * K` per ciphertext, bootstrap each | 1 | 0 -> L |
-//! | q, k, v maps (gamma, RoPE, scales folded) | 1 | L-1 |
-//! | v masked per shift | 1 | L-2 |
+//! | q, k maps (gamma, RoPE, scales folded) | 1 | L-1 |
+//! | v map, from the normed state dropped to L-5 | 1 | L-6 |
+//! | v masked per shift | 1 | L-7 |
 //! | `sum_m q_m k_delta,m`, sum over feature groups | 1 | L-2 |
 //! | sigmoid (degree 16, input already in [-1, 1]) | 5 | L-7 |
 //! | `sum_delta A_delta v_delta` | 1 | o at L-8 |
 //! | sub-norm: ss of o, bootstrap ss, 1/sqrt | 2 (on a copy) | |
 //! | o_proj map (gamma folded), times r | 2 | L-10 = 1 |
 //! | MLP main norm | as above | L |
-//! | gate, up maps | 1 | L-1 |
+//! | gate map; up map from the normed state dropped to L-6 | 1 | L-1; L-7 |
 //! | activation (degree 31 + affine) | 6 | L-7 |
 //! | gate * up | 1 | L-8 |
 //! | sub-norm, down map, times r | 2 | L-10 = 1 |
@@ -577,17 +578,22 @@ impl EncryptedModel {
             _ => false,
         };
         let t0 = Instant::now();
-        let [q, k, v]: [Vec<Ciphertext>; 3] = wide_maps(
-            ctx,
-            &y,
-            sh.c_d,
-            s,
-            nb,
-            &[(sh.c_h, &wq), (sh.c_h, &wk), (sh.c_h, &wv)],
-        )?
-        .try_into()
-        .map_err(|_| InferError::Shape("three projections".into()))?;
+        let [q, k]: [Vec<Ciphertext>; 2] =
+            wide_maps(ctx, &y, sh.c_d, s, nb, &[(sh.c_h, &wq), (sh.c_h, &wk)])?
+                .try_into()
+                .map_err(|_| InferError::Shape("two projections".into()))?;
+        // v is first read by its mask (one level) beside the sigmoid's output:
+        // computed that low, its diagonals are encoded on fewer primes (6
+        // instead of 11 at L = 11) and its shifts rotate smaller ciphertexts.
+        let sig_depth = ChebyshevPoly::new(-1.0, 1.0, sig.coeffs.clone())?.depth();
+        let a_level = y[0].level().saturating_sub(2 + sig_depth);
+        let y_v: Vec<Ciphertext> = y
+            .iter()
+            .map(|c| eval.drop_to_level(c, (a_level + 2).min(c.level())))
+            .collect::<std::result::Result<_, _>>()?;
         drop(y);
+        let v = wide_maps(ctx, &y_v, sh.c_d, s, nb, &[(sh.c_h, &wv)])?.remove(0);
+        drop(y_v);
         ctx.record("qkv_map", t0.elapsed(), 1);
 
         let o = self.wide_attention(ctx, &sh, &q, &k, &v, tokens)?;
@@ -640,15 +646,21 @@ impl EncryptedModel {
         };
         let wg = |o: usize, i: usize, out: &mut [f64]| plain(&w.gate_proj, ga, o, i, out);
         let wu = |o: usize, i: usize, out: &mut [f64]| plain(&w.up_proj, ua, o, i, out);
-        let [gate, up]: [Vec<Ciphertext>; 2] =
-            wide_maps(ctx, &y, sh.c_d, s, nb, &[(sh.c_ff, &wg), (sh.c_ff, &wu)])?
-                .try_into()
-                .map_err(|_| InferError::Shape("two projections".into()))?;
-        drop(y);
-        ctx.record("gate_up_map", t0.elapsed(), 1);
-        let t0 = Instant::now();
         let act = self.polys().activation(cfg.activation);
         let act = ChebyshevPoly::new(act.a, act.b, act.coeffs.clone())?;
+        let gate = wide_maps(ctx, &y, sh.c_d, s, nb, &[(sh.c_ff, &wg)])?.remove(0);
+        // up is first read beside act(gate): computed that low, on fewer
+        // primes (6 instead of 11 at L = 11), as v above.
+        let act_level = gate[0].level().saturating_sub(act.depth());
+        let y_up: Vec<Ciphertext> = y
+            .iter()
+            .map(|c| eval.drop_to_level(c, (act_level + 1).min(c.level())))
+            .collect::<std::result::Result<_, _>>()?;
+        drop(y);
+        let up = wide_maps(ctx, &y_up, sh.c_d, s, nb, &[(sh.c_ff, &wu)])?.remove(0);
+        drop(y_up);
+        ctx.record("gate_up_map", t0.elapsed(), 1);
+        let t0 = Instant::now();
         let pe = PolynomialEvaluator::new(eval);
         record("gate", &gate, 2.0, None);
         record("up", &up, 2.0, None);

@@ -90,6 +90,16 @@ fn run(family: Family, tokens: usize) {
         assert!(bits(rel) > 12.0, "{name}: {:.1} bits", bits(rel));
         seen.push(*name);
     }
+    // up is computed from the normed state dropped to the level where act(gate) lands.
+    let level = |name: &str| {
+        wt.steps
+            .iter()
+            .find(|st| st.0 == name)
+            .map(|st| st.1[0].level())
+            .unwrap()
+    };
+    assert!(level("up") < level("gate"), "up computed low");
+    assert_eq!(level("up"), level("hidden") + 1, "up at act(gate)'s level");
     assert_eq!(
         seen,
         [
