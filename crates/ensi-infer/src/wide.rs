@@ -583,8 +583,8 @@ impl EncryptedModel {
                 .try_into()
                 .map_err(|_| InferError::Shape("two projections".into()))?;
         // v is first read by its mask (one level) beside the sigmoid's output:
-        // computed that low, its diagonals are encoded on fewer primes (6
-        // instead of 11 at L = 11) and its shifts rotate smaller ciphertexts.
+        // computed that low, its diagonals are encoded on fewer primes (7
+        // instead of 12 at L = 11) and its shifts rotate smaller ciphertexts.
         let sig_depth = ChebyshevPoly::new(-1.0, 1.0, sig.coeffs.clone())?.depth();
         let a_level = y[0].level().saturating_sub(2 + sig_depth);
         let y_v: Vec<Ciphertext> = y
@@ -650,7 +650,7 @@ impl EncryptedModel {
         let act = ChebyshevPoly::new(act.a, act.b, act.coeffs.clone())?;
         let gate = wide_maps(ctx, &y, sh.c_d, s, nb, &[(sh.c_ff, &wg)])?.remove(0);
         // up is first read beside act(gate): computed that low, on fewer
-        // primes (6 instead of 11 at L = 11), as v above.
+        // primes (6 instead of 12 at L = 11), as v above.
         let act_level = gate[0].level().saturating_sub(act.depth());
         let y_up: Vec<Ciphertext> = y
             .iter()
