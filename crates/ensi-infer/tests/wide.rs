@@ -148,3 +148,89 @@ fn wide_block_matches_the_twin_bitnet2b() {
     // Grouped-query attention (2 KV heads for 4 query heads), ReLU^2.
     run(Family::BitNet2B, 64);
 }
+
+/// The packed block map alone against its definition, `y[t][o] = sum_i
+/// w(o, i)[t] x[t][i]`: odd real ciphertext counts on both sides (packed
+/// ciphertexts with an empty imaginary half), partly filled last ciphertexts,
+/// two maps of one input in one call, and weights that vary per token (as
+/// RoPE's do).
+#[test]
+fn wide_map_matches_its_definition() {
+    use ensi_ckks::circuits::bootstrap::BootstrapKeys;
+    use ensi_infer::block::bootstrap_config;
+    use ensi_infer::wide::{encrypt_wide, wide_maps, WideWeight};
+    use ensi_model::Matrix;
+
+    let dir = std::env::temp_dir().join(format!("ensi-wide-map-test-{}", std::process::id()));
+    ensi_model::write_tiny(&dir, &TinyOptions::new(Family::OneBitLlm, 3)).unwrap();
+    let model = BitNetModel::load(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let params = ParametersLiteral::preset("insecure-boot-n12")
+        .unwrap()
+        .build()
+        .unwrap();
+    let packing = choose_packing(model.config(), &params, 64, Some(Layout::Wide)).unwrap();
+    let (s, nb) = (packing.tokens_pad, packing.blocks);
+    let sk = KeyGenerator::new(&params).gen_secret_key();
+    let boot_cfg = bootstrap_config(&params, &packing);
+    let top = boot_cfg.output_level(&params).unwrap();
+    // Every block rotation, whatever baby step the map picks.
+    let steps: Vec<i64> = (1..nb).map(|j| (j * s) as i64).collect();
+    let keys =
+        BootstrapKeys::generate_with_extra_at(&params, &boot_cfg, &sk, &steps, Some(top)).unwrap();
+    let ctx = ServerContext::new(&params, packing, keys).unwrap();
+
+    let (tokens, w_in, w_out, w_out2) = (40, 3 * nb - 5, 5 * nb - 3, 2 * nb);
+    let mut rng = SplitMix64::new(5);
+    let mut uniform = move || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+    let mut x = Matrix::zeros(tokens, w_in);
+    for t in 0..tokens {
+        for v in x.row_mut(t) {
+            *v = uniform();
+        }
+    }
+    let ternary: Vec<f64> = (0..(w_out + w_out2) * w_in)
+        .map(|_| (uniform() * 1.5).round() * 0.1)
+        .collect();
+    // Map 0 uses rows 0..w_out, map 1 the rest.
+    let weight = |row: usize, i: usize, t: usize| {
+        ternary[row * w_in + i] * (1.0 + 0.3 * (0.2 * t as f64 + row as f64).cos())
+    };
+    let (ternary, weight) = (&ternary, &weight);
+    let make = |base: usize, rows: usize| {
+        move |o: usize, i: usize, out: &mut [f64]| {
+            if o >= rows || i >= w_in || ternary[(base + o) * w_in + i] == 0.0 {
+                return false;
+            }
+            for (t, v) in out.iter_mut().enumerate() {
+                *v = weight(base + o, i, t);
+            }
+            true
+        }
+    };
+    let (w0, w1) = (make(0, w_out), make(w_out, w_out2));
+    let maps: [(usize, WideWeight); 2] = [(w_out.div_ceil(nb), &w0), (w_out2 / nb, &w1)];
+    let input_packing = ensi_infer::packing::Packing {
+        hidden: w_in,
+        ..packing
+    };
+    let xs = encrypt_wide(&params, &input_packing, &sk, &x).unwrap();
+    assert_eq!(xs.len(), packed(3), "3 real ciphertexts, packed in 2");
+    let ys = wide_maps(&ctx, &xs, 3, s, nb, &maps).unwrap();
+    assert_eq!((ys[0].len(), ys[1].len()), (packed(5), packed(2)));
+    for (y, (base, rows)) in ys.iter().zip([(0, w_out), (w_out, w_out2)]) {
+        assert_eq!(y[0].level(), xs[0].level() - 1, "one level");
+        let got = decrypt_wide(&params, &sk, y, s, (tokens, rows)).unwrap();
+        let mut max_err = 0f64;
+        for t in 0..tokens {
+            for o in 0..rows {
+                let want: f64 = (0..w_in)
+                    .map(|i| weight(base + o, i, t) * x.get(t, i))
+                    .sum();
+                max_err = max_err.max((got.get(t, o) - want).abs());
+            }
+        }
+        println!("map of {rows} outputs: max |err| {max_err:.3e}");
+        assert!(max_err < 1e-4, "max |err| {max_err:.3e}");
+    }
+}
