@@ -311,6 +311,12 @@ impl<'a> PolynomialEvaluator<'a> {
     }
 
     /// p(ct) slot-wise, at the input's scale, [`ChebyshevPoly::depth`] levels lower.
+    ///
+    /// The power basis squares its scale at every level: an input scale off
+    /// the primes by f would grow as f^(2^k). A polynomial whose interval is
+    /// not `[-1, 1]` (or a shift of it) brings the basis back onto the primes
+    /// with the constant of its affine map, for free; one on `[-1, 1]` has no
+    /// such constant and wants its input at about the prime of its level.
     pub fn evaluate(
         &self,
         ct: &Ciphertext,
@@ -672,8 +678,14 @@ impl<'b, B: Backend> Circuit<'b, B> {
         let be = self.be;
         let (alpha, beta) = poly.affine();
         let mut y = if alpha != 1.0 {
-            // alpha encoded at q_top: the rescale returns exactly x's scale.
-            be.rescale(&be.mul_const_scaled(x, alpha, be.q(be.level(x)))?)?
+            // alpha encoded at q_top q_next / scale(x): after the rescale y sits
+            // at q_next, the prime its square is divided by, so the power basis
+            // keeps its scale whatever x's was. (Left at x's scale, a factor f
+            // off the primes grows as f^(2^k) up the basis: 2^40 inputs recorded
+            // at twice the scale lost 20 bits through a degree-31 SiLU.)
+            let top = be.level(x);
+            let cs = be.q(top) * be.q(top - 1) / be.scale(x);
+            be.rescale(&be.mul_const_scaled(x, alpha, cs)?)?
         } else {
             x.clone()
         };
