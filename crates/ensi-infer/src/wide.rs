@@ -292,10 +292,7 @@ pub fn wide_maps(
     let giants = blocks / n1;
     let steps: Vec<i64> = (1..n1).map(|j| (j * s) as i64).collect();
     // Inputs z_0.. then their conjugates, each with its baby rotations.
-    let conj: Vec<Ciphertext> = zs
-        .par_iter()
-        .map(|z| eval.conjugate(z))
-        .collect::<std::result::Result<_, _>>()?;
+    let conj = conjugates(ctx, zs)?;
     let babies: Vec<Vec<Ciphertext>> = zs
         .par_iter()
         .chain(conj.par_iter())
@@ -587,10 +584,7 @@ impl EncryptedModel {
         // instead of 12 at L = 11) and its shifts rotate smaller ciphertexts.
         let sig_depth = ChebyshevPoly::new(-1.0, 1.0, sig.coeffs.clone())?.depth();
         let a_level = y[0].level().saturating_sub(2 + sig_depth);
-        let y_v: Vec<Ciphertext> = y
-            .iter()
-            .map(|c| eval.drop_to_level(c, (a_level + 2).min(c.level())))
-            .collect::<std::result::Result<_, _>>()?;
+        let y_v = dropped_to(ctx, &y, a_level + 2)?;
         drop(y);
         let v = wide_maps(ctx, &y_v, sh.c_d, s, nb, &[(sh.c_h, &wv)])?.remove(0);
         drop(y_v);
@@ -652,10 +646,7 @@ impl EncryptedModel {
         // up is first read beside act(gate): computed that low, on fewer
         // primes (6 instead of 12 at L = 11), as v above.
         let act_level = gate[0].level().saturating_sub(act.depth());
-        let y_up: Vec<Ciphertext> = y
-            .iter()
-            .map(|c| eval.drop_to_level(c, (act_level + 1).min(c.level())))
-            .collect::<std::result::Result<_, _>>()?;
+        let y_up = dropped_to(ctx, &y, act_level + 1)?;
         drop(y);
         let up = wide_maps(ctx, &y_up, sh.c_d, s, nb, &[(sh.c_ff, &wu)])?.remove(0);
         drop(y_up);
@@ -748,10 +739,7 @@ impl EncryptedModel {
         let mut bias_pt: Option<Plaintext> = None;
         // Keys enter the scores conjugated (see the module documentation).
         let t_conj = Instant::now();
-        let k_conj: Vec<Ciphertext> = k
-            .par_iter()
-            .map(|c| eval.conjugate(c))
-            .collect::<std::result::Result<_, _>>()?;
+        let k_conj = conjugates(ctx, k)?;
         let mut o_acc: Option<Vec<Ciphertext>> = None;
         let (mut t_rot, mut t_qk, mut t_sig, mut t_av) =
             (t_conj.elapsed().as_secs_f64(), 0.0, 0.0, 0.0);
@@ -869,14 +857,27 @@ impl EncryptedModel {
     }
 }
 
+/// The conjugate of each ciphertext (one key switch each).
+fn conjugates(ctx: &ServerContext, z: &[Ciphertext]) -> Result<Vec<Ciphertext>> {
+    let eval = ctx.eval();
+    Ok(z.par_iter()
+        .map(|c| eval.conjugate(c))
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+/// Each ciphertext dropped to `level` (those at or below it kept as they are).
+fn dropped_to(ctx: &ServerContext, x: &[Ciphertext], level: usize) -> Result<Vec<Ciphertext>> {
+    let eval = ctx.eval();
+    Ok(x.iter()
+        .map(|c| eval.drop_to_level(c, level.min(c.level())))
+        .collect::<std::result::Result<_, _>>()?)
+}
+
 /// `sum_m |z_m|^2` (one relinearization, one level): the sum of squares of
 /// every real ciphertext the `z_m` pack.
 fn abs_squared_sum(ctx: &ServerContext, z: &[Ciphertext]) -> Result<Ciphertext> {
     let eval = ctx.eval();
-    let conj: Vec<Ciphertext> = z
-        .par_iter()
-        .map(|c| eval.conjugate(c))
-        .collect::<std::result::Result<_, _>>()?;
+    let conj = conjugates(ctx, z)?;
     let pairs: Vec<(&Ciphertext, &Ciphertext)> = z.iter().zip(&conj).collect();
     Ok(eval.rescale(&eval.mul_sum(&pairs)?)?)
 }
