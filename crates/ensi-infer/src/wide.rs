@@ -328,7 +328,7 @@ pub fn wide_maps(
                 for (j, (z_baby, conj_baby)) in babies[i].iter().zip(&babies[i + cz]).enumerate() {
                     let k = shift + j;
                     // d[2 a + c]: output outs[a] from input ins[c].
-                    let mut nonzero = [false; 4];
+                    let mut nonzero = false;
                     for (idx, buf) in d.iter_mut().enumerate() {
                         let (oc, ic) = (outs[idx / 2], ins[idx % 2]);
                         for bp in 0..blocks {
@@ -339,23 +339,24 @@ pub fn wide_maps(
                                 && ic < c_in
                                 && w(oc * blocks + b, ic * blocks + (b + k) % blocks, out)
                             {
-                                nonzero[idx] = true;
+                                nonzero = true;
                             } else {
                                 out.fill(0.0);
                             }
                         }
                     }
-                    if !nonzero.iter().any(|&n| n) {
+                    if !nonzero {
                         continue;
                     }
                     let (yx, yx2, y2x, y2x2) = (&d[0], &d[1], &d[2], &d[3]);
-                    let a: Vec<Complex64> = (0..slots)
+                    // A multiplies z, B conj(z) (see above).
+                    let on_z: Vec<Complex64> = (0..slots)
                         .map(|t| Complex64::new(yx[t] + y2x2[t], y2x[t] - yx2[t]) * 0.5)
                         .collect();
-                    let b: Vec<Complex64> = (0..slots)
+                    let on_conj: Vec<Complex64> = (0..slots)
                         .map(|t| Complex64::new(yx[t] - y2x2[t], yx2[t] + y2x[t]) * 0.5)
                         .collect();
-                    for (v, src) in [(a, z_baby), (b, conj_baby)] {
+                    for (v, src) in [(on_z, z_baby), (on_conj, conj_baby)] {
                         if v.iter().any(|c| c.re != 0.0 || c.im != 0.0) {
                             pts.push((src, encoder.encode(&v, level, pt_scale, log_slots)?));
                         }
