@@ -73,6 +73,11 @@ impl Evaluator {
         &self.keys
     }
 
+    /// The keys, shared: another evaluator over the same keys costs no copy.
+    pub fn shared_keys(&self) -> Arc<EvaluationKeys> {
+        Arc::clone(&self.keys)
+    }
+
     fn check(&self, ct: &Ciphertext) -> Result<()> {
         let n = self.params.n();
         let q = ct.c0.q_limbs();

@@ -244,3 +244,57 @@ fn sparse_packing_one_cts_and_one_stc_level() {
         assert!(run_pair(&s, &bt, 13) >= pair_bits);
     }
 }
+
+/// One key set for two slot counts ([`BootstrapKeys::generate_for`]): the
+/// full-slot bootstrapper and its sparse sibling ([`Bootstrapper::sibling`])
+/// share it, and the sibling refreshes a full-slot ciphertext whose values
+/// repeat with period n read as n slots (a sum over blocks, as the wide
+/// layout's norms make). Keys made for one configuration refuse a sibling
+/// of the other with a typed error.
+#[test]
+fn sibling_bootstraps_a_periodic_full_slot_ciphertext() {
+    let s = setup();
+    let full_slots = s.params.log_slots();
+    let mut full = BootstrapConfig::for_params(&s.params).with_log_slots(full_slots);
+    full.stc_levels = 2;
+    let mut sparse = BootstrapConfig::for_params(&s.params).with_log_slots(6);
+    sparse.stc_levels = 1;
+    let only_full = Bootstrapper::new(
+        &s.params,
+        full.clone(),
+        BootstrapKeys::generate(&s.params, &full, &s.sk, &[]).unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(
+        only_full.sibling(sparse.clone()),
+        Err(CkksError::MissingGaloisKey(_))
+    ));
+    drop(only_full);
+    let keys = BootstrapKeys::generate_for(&s.params, &[&full, &sparse], &s.sk, &[], None).unwrap();
+    let bt = Bootstrapper::new(&s.params, full, keys).unwrap();
+    let sib = bt.sibling(sparse).unwrap();
+    assert!(
+        sib.output_level() > bt.output_level(),
+        "one StC level instead of two"
+    );
+    // 64 values repeated over all 2048 slots.
+    let period = real_values(64, 3);
+    let v: Vec<Complex64> = (0..1usize << full_slots).map(|j| period[j % 64]).collect();
+    let ct = encrypt_at_level0(&s, &v, full_slots);
+    let mut as_sparse = ct.clone();
+    as_sparse.set_log_slots(6);
+    let mut out = sib.bootstrap(&as_sparse).unwrap();
+    out.set_log_slots(full_slots);
+    let got = s.encoder.decode(&s.dec.decrypt(&out).unwrap());
+    let bits = precision_bits(&got, &v);
+    eprintln!(
+        "periodic full-slot ciphertext through the 64-slot sibling: {bits:.1} bits, level {}",
+        out.level()
+    );
+    assert!(bits > 15.0, "{bits:.1} bits");
+    // The full-slot bootstrapper still works on the shared keys.
+    let got = s
+        .encoder
+        .decode(&s.dec.decrypt(&bt.bootstrap(&ct).unwrap()).unwrap());
+    assert!(precision_bits(&got, &v) > 15.0);
+}

@@ -60,6 +60,21 @@ pub fn bootstrap_config(params: &Parameters, packing: &Packing) -> BootstrapConf
     cfg
 }
 
+/// The configuration that bootstraps the wide layout's sums of squares: a
+/// sum over all blocks is the same in every block (periodic with period s),
+/// so s slots carry it, and a bootstrap of s slots is several times cheaper
+/// than one of all N/2 (CtS and StC on s slots, one EvalMod for both halves,
+/// one StC level). None where the blocks are one (nothing to gain).
+pub fn sum_bootstrap_config(params: &Parameters, packing: &Packing) -> Option<BootstrapConfig> {
+    let slots = 1usize << params.log_slots();
+    (packing.layout == Layout::Wide && 2 * packing.tokens_pad <= slots / 2).then(|| {
+        let mut cfg =
+            BootstrapConfig::for_params(params).with_log_slots(packing.tokens_pad.trailing_zeros());
+        cfg.stc_levels = 1;
+        cfg
+    })
+}
+
 /// The server's keys for the encrypted model (client side: needs the secret key).
 pub fn generate_keys(
     params: &Parameters,
@@ -93,6 +108,9 @@ pub struct ServerContext {
     encoder: Encoder,
     /// Column layout only: the dense layout never unpacks.
     unpacker: Option<Unpacker>,
+    /// Wide layout only: bootstraps the sums of squares on s slots
+    /// ([`sum_bootstrap_config`]), over the same keys.
+    sums: Option<Bootstrapper>,
     stats: Stats,
 }
 
@@ -110,12 +128,16 @@ impl ServerContext {
             )?),
             Layout::Dense | Layout::Wide => None,
         };
+        let sums = sum_bootstrap_config(params, &packing)
+            .map(|cfg| boot.sibling(cfg))
+            .transpose()?;
         Ok(Self {
             params: params.clone(),
             packing,
             boot,
             encoder,
             unpacker,
+            sums,
             stats: Stats::default(),
         })
     }
@@ -150,6 +172,20 @@ impl ServerContext {
         self.stats.bootstraps.fetch_add(1, Ordering::Relaxed);
         self.stats.record("bootstrap", t.elapsed(), 0);
         Ok(out)
+    }
+
+    /// Refreshes a sum over blocks (the same value in every block): on s
+    /// slots where the layout has a bootstrapper for them, else as
+    /// [`Self::bootstrap`]. Same slot count out as in.
+    pub(crate) fn bootstrap_sum(&self, ct: &Ciphertext) -> Result<Ciphertext> {
+        let Some(sums) = &self.sums else {
+            return self.bootstrap(ct);
+        };
+        let t = Instant::now();
+        let out = sums.bootstrap(&relabel(ct, sums.config().log_slots))?;
+        self.stats.bootstraps.fetch_add(1, Ordering::Relaxed);
+        self.stats.record("bootstrap", t.elapsed(), 0);
+        Ok(relabel(&out, ct.log_slots()))
     }
 
     /// The encoder.
@@ -328,7 +364,7 @@ impl EncryptedModel {
         let eval = ctx.eval();
         let bv = self.inv_sqrt_div();
         let g = &self.polys.inv_sqrt_guess;
-        let fresh = ctx.bootstrap(fitted)?;
+        let fresh = ctx.bootstrap_sum(fitted)?;
         let t = Instant::now();
         // v / B_v = 2 * (ss / (2 B_v width)) + eps / B_v.
         let v = eval.add_const(

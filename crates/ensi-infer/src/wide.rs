@@ -78,13 +78,15 @@
 //! main norm, at 1bitllm-large, s = 128), all inside RMSNorms, each of all
 //! N/2 slots.
 
-use crate::block::{bootstrap_config, mul_const_to_scale, EncryptedModel, ServerContext};
+use crate::block::{
+    bootstrap_config, mul_const_to_scale, sum_bootstrap_config, EncryptedModel, ServerContext,
+};
 use crate::dense_model::{
     rotate_sum, ternary_weight, DENSE_RESIDUAL_LEVEL, DENSE_RESIDUAL_LOG_SCALE,
 };
 use crate::packing::{Layout, Packing};
 use crate::{InferError, Result};
-use ensi_ckks::circuits::bootstrap::BootstrapKeys;
+use ensi_ckks::circuits::bootstrap::{BootstrapConfig, BootstrapKeys};
 use ensi_ckks::circuits::{ChebyshevPoly, PolynomialEvaluator};
 use ensi_ckks::{
     Ciphertext, Complex64, Decryptor, Encoder, Encryptor, Parameters, Plaintext, SecretKey,
@@ -963,13 +965,9 @@ pub fn generate_wide_keys(
     let sh = WideShape::new(cfg, packing)?;
     let boot_cfg = bootstrap_config(params, packing);
     let top = boot_cfg.output_level(params)?;
-    let keys = BootstrapKeys::generate_with_extra_at(
-        params,
-        &boot_cfg,
-        sk,
-        &sh.rotation_steps(),
-        Some(top),
-    )?;
+    let sum_cfg = sum_bootstrap_config(params, packing);
+    let configs: Vec<&BootstrapConfig> = std::iter::once(&boot_cfg).chain(&sum_cfg).collect();
+    let keys = BootstrapKeys::generate_for(params, &configs, sk, &sh.rotation_steps(), Some(top))?;
     Ok(keys)
 }
 

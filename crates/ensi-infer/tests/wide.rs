@@ -157,7 +157,7 @@ fn wide_block_matches_the_twin_bitnet2b() {
 #[test]
 fn wide_map_matches_its_definition() {
     use ensi_ckks::circuits::bootstrap::BootstrapKeys;
-    use ensi_infer::block::bootstrap_config;
+    use ensi_infer::block::{bootstrap_config, sum_bootstrap_config};
     use ensi_infer::wide::{encrypt_wide, wide_maps, WideWeight};
     use ensi_model::Matrix;
 
@@ -176,8 +176,9 @@ fn wide_map_matches_its_definition() {
     let top = boot_cfg.output_level(&params).unwrap();
     // Every block rotation, whatever baby step the map picks.
     let steps: Vec<i64> = (1..nb).map(|j| (j * s) as i64).collect();
-    let keys =
-        BootstrapKeys::generate_with_extra_at(&params, &boot_cfg, &sk, &steps, Some(top)).unwrap();
+    let sum_cfg = sum_bootstrap_config(&params, &packing).unwrap();
+    let keys = BootstrapKeys::generate_for(&params, &[&boot_cfg, &sum_cfg], &sk, &steps, Some(top))
+        .unwrap();
     let ctx = ServerContext::new(&params, packing, keys).unwrap();
 
     let (tokens, w_in, w_out, w_out2) = (40, 3 * nb - 5, 5 * nb - 3, 2 * nb);

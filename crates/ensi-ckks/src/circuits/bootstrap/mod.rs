@@ -393,7 +393,32 @@ impl BootstrapKeys {
         extra_rotations: &[i64],
         extra_level: Option<usize>,
     ) -> Result<Self> {
-        config.validate(params)?;
+        Self::generate_for(params, &[config], sk, extra_rotations, extra_level)
+    }
+
+    /// [`Self::generate_with_extra_at`] for bootstrapping at several slot
+    /// counts with one set of keys (see [`Bootstrapper::sibling`]): the
+    /// union of their rotations, each at the highest level any uses it. The
+    /// configurations must share the sparse secret's weight.
+    pub fn generate_for(
+        params: &Parameters,
+        configs: &[&BootstrapConfig],
+        sk: &SecretKey,
+        extra_rotations: &[i64],
+        extra_level: Option<usize>,
+    ) -> Result<Self> {
+        let config = *configs
+            .first()
+            .ok_or_else(|| invalid("no bootstrapping configuration".into()))?;
+        for c in configs {
+            c.validate(params)?;
+            if c.sparse_weight != config.sparse_weight {
+                return Err(invalid(format!(
+                    "sparse secret weights {} and {} in one key set",
+                    c.sparse_weight, config.sparse_weight
+                )));
+            }
+        }
         if sk.params != *params {
             return Err(CkksError::ParametersMismatch);
         }
@@ -412,8 +437,10 @@ impl BootstrapKeys {
                 e.1 = e.1.max(level);
             }
         };
-        for (step, level) in rotation_levels(params, config)? {
-            note(step, level);
+        for c in configs {
+            for (step, level) in rotation_levels(params, c)? {
+                note(step, level);
+            }
         }
         for &step in extra_rotations {
             note(step, extra_level.unwrap_or(params.max_level()));
@@ -438,7 +465,11 @@ impl BootstrapKeys {
         }
         // The conjugation and the relinearizations of EvalMod happen after
         // CoeffsToSlots; everything after bootstrapping runs lower still.
-        let after_cts = params.max_level() - config.cts_levels;
+        let after_cts = configs
+            .iter()
+            .map(|c| params.max_level() - c.cts_levels)
+            .max()
+            .unwrap_or(params.max_level());
         let mut conj = kg.gen_conjugation_key(sk);
         conj.truncate_to_level(params, after_cts);
         eval.insert_galois(conj);
@@ -658,6 +689,46 @@ impl Bootstrapper {
         if keys.to_dense.b.len() < params.dnum() {
             return Err(CkksError::ParametersMismatch);
         }
+        let eval = Evaluator::new(params, Arc::new(keys.eval));
+        Self::build(params, config, eval, keys.to_sparse, keys.to_dense)
+    }
+
+    /// A bootstrapper for another configuration (another slot count) over
+    /// the same keys, shared, not copied: the keys must hold its rotations
+    /// ([`BootstrapKeys::generate_for`] with both configurations).
+    pub fn sibling(&self, config: BootstrapConfig) -> Result<Self> {
+        config.validate(&self.params)?;
+        if config.sparse_weight != self.config.sparse_weight {
+            return Err(invalid(format!(
+                "sparse secret weight {} for keys of weight {}",
+                config.sparse_weight, self.config.sparse_weight
+            )));
+        }
+        let ring = self.params.ring();
+        let galois = &self.eval.keys().galois;
+        for step in rotation_levels(&self.params, &config)?.into_keys() {
+            let k = ring.galois_element_for_rotation(step);
+            if k != 1 && !galois.contains_key(&k) {
+                return Err(CkksError::MissingGaloisKey(k));
+            }
+        }
+        let eval = Evaluator::new(&self.params, self.eval.shared_keys());
+        Self::build(
+            &self.params,
+            config,
+            eval,
+            self.to_sparse.clone(),
+            self.to_dense.clone(),
+        )
+    }
+
+    fn build(
+        params: &Parameters,
+        config: BootstrapConfig,
+        eval: Evaluator,
+        to_sparse: SwitchingKey,
+        to_dense: SwitchingKey,
+    ) -> Result<Self> {
         let k = config.eval_mod_interval;
         let r = config.double_angle as i32;
         let omega = 2.0 * PI * k / 2f64.powi(r);
@@ -708,12 +779,12 @@ impl Bootstrapper {
             packed,
             compact,
             cts_encoded,
-            eval: Evaluator::new(params, Arc::new(keys.eval)),
+            eval,
             encoder,
             params: params.clone(),
             output_scale: params.default_scale(),
-            to_sparse: keys.to_sparse,
-            to_dense: keys.to_dense,
+            to_sparse,
+            to_dense,
             cosine,
             config,
         })
