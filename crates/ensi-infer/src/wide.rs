@@ -75,8 +75,10 @@
 //!
 //! Bootstraps per block: `2 (1 + ceil(C_d / 2)) + 2` (C_d = the hidden
 //! state's real ciphertexts, packed two by two: 6, so 3 bootstrapped per
-//! main norm, at 1bitllm-large, s = 128), all inside RMSNorms, each of all
-//! N/2 slots.
+//! main norm, at 1bitllm-large, s = 128), all inside RMSNorms. The packed
+//! states are refreshed at all N/2 slots; the sums of squares, the same in
+//! every block, at s slots ([`crate::block::sum_bootstrap_config`]: one
+//! SlotsToCoeffs level, so their inverse square roots start at L + 1).
 
 use crate::block::{
     bootstrap_config, mul_const_to_scale, sum_bootstrap_config, EncryptedModel, ServerContext,
