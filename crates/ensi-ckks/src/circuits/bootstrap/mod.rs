@@ -694,8 +694,10 @@ impl Bootstrapper {
     }
 
     /// A bootstrapper for another configuration (another slot count) over
-    /// the same keys, shared, not copied: the keys must hold its rotations
-    /// ([`BootstrapKeys::generate_for`] with both configurations).
+    /// the same evaluation keys, shared, not copied (only the two
+    /// secret-switching keys are, about 0.1 GB at `n16-boot`): the keys must
+    /// hold its rotations ([`BootstrapKeys::generate_for`] with both
+    /// configurations), else [`CkksError::MissingGaloisKey`].
     pub fn sibling(&self, config: BootstrapConfig) -> Result<Self> {
         config.validate(&self.params)?;
         if config.sparse_weight != self.config.sparse_weight {
