@@ -80,13 +80,7 @@ impl PreparedLinearTransform {
         let giants = self
             .giants
             .iter()
-            .map(|(&j, terms)| {
-                let pts = terms
-                    .iter()
-                    .map(|(i, u)| Ok((*i, encoder.encode_unscaled(u, level, pt_scale)?)))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok((j, pts))
-            })
+            .map(|(&j, terms)| Ok((j, encode_group(encoder, terms, level, pt_scale)?)))
             .collect::<Result<BTreeMap<_, _>>>()?;
         Ok(EncodedLinearTransform {
             log_slots: self.log_slots,
@@ -132,16 +126,26 @@ impl PreparedLinearTransform {
         let encoding = std::cell::Cell::new(std::time::Duration::ZERO);
         let groups = self.giants.iter().map(|(&j, terms)| {
             let start = std::time::Instant::now();
-            let pts = terms
-                .iter()
-                .map(|(i, u)| Ok((*i, encoder.encode_unscaled(u, level, pt_scale)?)))
-                .collect::<Result<Vec<_>>>()?;
+            let pts = encode_group(encoder, terms, level, pt_scale)?;
             encoding.set(encoding.get() + start.elapsed());
             Ok((j, pts))
         });
         let out = baby_step_giant_step(eval, ct, self.n1, &babies, groups, output_scale)?;
         Ok((out, encoding.get()))
     }
+}
+
+/// One giant step's prepared diagonals encoded at `level` and `pt_scale`.
+fn encode_group(
+    encoder: &Encoder,
+    terms: &[(usize, UnscaledCoefficients)],
+    level: usize,
+    pt_scale: f64,
+) -> Result<Vec<(usize, Plaintext)>> {
+    terms
+        .iter()
+        .map(|(i, u)| Ok((*i, encoder.encode_unscaled(u, level, pt_scale)?)))
+        .collect()
 }
 
 fn invalid(msg: String) -> CkksError {
