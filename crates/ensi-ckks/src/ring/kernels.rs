@@ -113,6 +113,22 @@ fn inner_product_pair_scalar(
     }
 }
 
+/// `x[i] -= q` where `x[i] >= q`: words in [0, 2q) brought into [0, q).
+pub fn reduce_once(q: u64, x: &mut [u64]) {
+    #[cfg(target_arch = "x86_64")]
+    if wide::available() && x.len().is_multiple_of(8) {
+        // SAFETY: the CPU features were checked.
+        return unsafe { wide::reduce_once(q, x) };
+    }
+    reduce_once_scalar(q, x)
+}
+
+fn reduce_once_scalar(q: u64, x: &mut [u64]) {
+    for v in x.iter_mut() {
+        *v = (*v).min(v.wrapping_sub(q));
+    }
+}
+
 /// `out[i]` = the residue mod q of the centered representative of `r[i]`
 /// modulo `top` (an odd modulus; `r[i] < top`): `r[i]` if `r[i] <= top / 2`,
 /// `r[i] - top` otherwise, reduced mod q.
@@ -378,6 +394,21 @@ pub(super) mod wide {
         let r = _mm512_sub_epi64(_mm512_mullo_epi64(a, w), _mm512_mullo_epi64(qhat, q));
         // r lies in [0, 2q).
         _mm512_min_epu64(r, _mm512_sub_epi64(r, q))
+    }
+
+    /// # Safety
+    /// AVX-512F must be available, `x.len()` a multiple of 8.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn reduce_once(q: u64, x: &mut [u64]) {
+        let qv = _mm512_set1_epi64(q as i64);
+        for c in x.chunks_exact_mut(8) {
+            // SAFETY: the chunk holds exactly 8 words.
+            unsafe {
+                let v = _mm512_loadu_si512(c.as_ptr() as *const _);
+                let r = _mm512_min_epu64(v, _mm512_sub_epi64(v, qv));
+                _mm512_storeu_si512(c.as_mut_ptr() as *mut _, r);
+            }
+        }
     }
 
     /// # Safety

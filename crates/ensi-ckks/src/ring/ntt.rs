@@ -6,6 +6,7 @@
 //! unnormalized; [`NttPlan::inverse`] multiplies by N^-1 so that callers never
 //! see either quirk except through [`crate::ring::Ring::automorphism_ntt_map`].
 
+use super::kernels;
 use crate::math::Modulus;
 
 /// NTT plan and pointwise kernels for one prime.
@@ -52,27 +53,44 @@ impl NttPlan {
         self.plan.inv(a);
     }
 
-    /// acc += a * b pointwise (all reduced).
-    #[inline]
+    /// acc += a * b pointwise (all reduced; the result is reduced).
+    ///
+    /// `tfhe-ntt`'s `mul_accumulate` can leave a word in [q, 2q): its Barrett
+    /// quotient may be two short and only one conditional subtraction follows.
+    /// That happens for about one word in 10^8, and an unreduced word wrecks
+    /// what comes next (an inverse NTT of it garbles half the coefficients:
+    /// a key switch in every few hundred decrypted to noise before this was
+    /// caught). So every block is brought into [0, q) once more while it is
+    /// still in cache.
     pub fn mul_acc(&self, acc: &mut [u64], a: &[u64], b: &[u64]) {
-        self.plan.mul_accumulate(acc, a, b);
+        let q = self.modulus.value();
+        for ((z, x), y) in acc
+            .chunks_mut(BLOCK)
+            .zip(a.chunks(BLOCK))
+            .zip(b.chunks(BLOCK))
+        {
+            self.plan.mul_accumulate(z, x, y);
+            kernels::reduce_once(q, z);
+        }
     }
 
-    /// a *= b pointwise (all reduced).
+    /// a *= b pointwise (all reduced; the result is reduced).
     pub fn mul_assign(&self, a: &mut [u64], b: &[u64]) {
+        let q = self.modulus.value();
         let mut tmp = [0u64; BLOCK];
         for (x, y) in a.chunks_mut(BLOCK).zip(b.chunks(BLOCK)) {
             let t = &mut tmp[..x.len()];
             t.fill(0);
             self.plan.mul_accumulate(t, x, y);
+            kernels::reduce_once(q, t);
             x.copy_from_slice(t);
         }
     }
 
-    /// out = a * b pointwise (all reduced).
+    /// out = a * b pointwise (all reduced; the result is reduced).
     pub fn mul_into(&self, out: &mut [u64], a: &[u64], b: &[u64]) {
         out.fill(0);
-        self.plan.mul_accumulate(out, a, b);
+        self.mul_acc(out, a, b);
     }
 }
 
@@ -152,5 +170,37 @@ mod tests {
                 assert_eq!(acc[i], m.add(c[i], m.mul(a[i], b[i])));
             }
         }
+    }
+
+    /// Three products accumulated at one word of a key switch's special
+    /// prime (q just above 2^50, `n16-l20`), captured when one key switch in
+    /// a few hundred decrypted to noise: `tfhe-ntt`'s `mul_accumulate` left
+    /// this word at its residue plus q, and the inverse NTT that followed
+    /// garbled every odd coefficient. The wrappers must return the residue.
+    #[test]
+    fn products_are_fully_reduced_where_tfhe_ntt_leaves_a_word_unreduced() {
+        let q = 1125899915100161u64;
+        let digits = [78812145887874u64, 727871052268946, 1044569347706176];
+        let key = [850076142435571u64, 72004390992085, 1056232354817175];
+        let m = Modulus::new(q);
+        let n = 16;
+        let plan = NttPlan::new(n, m);
+        let want = (0..3).fold(0, |acc, j| m.add(acc, m.mul(digits[j], key[j])));
+        // The raw library, for the record: the same sums without the wrapper.
+        let mut raw = vec![0u64; n];
+        let mut ours = vec![0u64; n];
+        for j in 0..3 {
+            let (x, y) = (vec![digits[j]; n], vec![key[j]; n]);
+            plan.plan.mul_accumulate(&mut raw, &x, &y);
+            plan.mul_acc(&mut ours, &x, &y);
+        }
+        assert!(
+            raw.iter().all(|&v| v % q == want),
+            "congruent, reduced or not"
+        );
+        assert!(ours.iter().all(|&v| v == want), "{ours:?} != {want}");
+        let mut prod = vec![0u64; n];
+        plan.mul_into(&mut prod, &vec![digits[2]; n], &vec![key[2]; n]);
+        assert!(prod.iter().all(|&v| v == m.mul(digits[2], key[2])));
     }
 }
