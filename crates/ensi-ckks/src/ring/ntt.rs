@@ -36,12 +36,14 @@ impl NttPlan {
     /// Coefficients (standard order) to NTT values (bit-reversed order).
     #[inline]
     pub fn forward(&self, a: &mut [u64]) {
+        self.debug_check_reduced(a);
         self.plan.fwd(a);
     }
 
     /// NTT values (bit-reversed order) to coefficients, normalized by N^-1.
     #[inline]
     pub fn inverse(&self, a: &mut [u64]) {
+        self.debug_check_reduced(a);
         self.plan.inv(a);
         self.plan.normalize(a);
     }
@@ -50,7 +52,19 @@ impl NttPlan {
     /// later constant multiplication.
     #[inline]
     pub fn inverse_unnormalized(&self, a: &mut [u64]) {
+        self.debug_check_reduced(a);
         self.plan.inv(a);
+    }
+
+    /// The transforms take reduced words only: one word in [q, 2q) silently
+    /// garbles half the output. Checked in debug builds.
+    #[inline]
+    fn debug_check_reduced(&self, a: &[u64]) {
+        debug_assert!(
+            a.iter().all(|&x| x < self.modulus.value()),
+            "NTT input not reduced modulo {}",
+            self.modulus.value()
+        );
     }
 
     /// acc += a * b pointwise (all reduced; the result is reduced).
