@@ -114,14 +114,8 @@ impl PreparedLinearTransform {
         ct: &Ciphertext,
         output_scale: f64,
     ) -> Result<(Ciphertext, std::time::Duration)> {
-        if ct.log_slots() != self.log_slots {
-            return Err(CkksError::SlotMismatch {
-                a: ct.log_slots(),
-                b: self.log_slots,
-            });
-        }
         let level = ct.level();
-        let pt_scale = plaintext_scale(encoder, level, ct.scale(), output_scale)?;
+        let pt_scale = input_plaintext_scale(encoder, ct, self.log_slots, output_scale)?;
         let babies: BTreeSet<usize> = self.giants.values().flatten().map(|(i, _)| *i).collect();
         let encoding = std::cell::Cell::new(std::time::Duration::ZERO);
         let groups = self.giants.iter().map(|(&j, terms)| {
@@ -204,6 +198,23 @@ fn steps_for(indices: &[usize], n1: usize) -> Vec<i64> {
 fn rotated_right(d: &[Complex64], shift: usize) -> Vec<Complex64> {
     let n = d.len();
     (0..n).map(|t| d[(t + n - shift) % n]).collect()
+}
+
+/// [`plaintext_scale`] for the ciphertext `ct`, after checking that it has
+/// the transform's slot count.
+fn input_plaintext_scale(
+    encoder: &Encoder,
+    ct: &Ciphertext,
+    log_slots: u32,
+    output_scale: f64,
+) -> Result<f64> {
+    if ct.log_slots() != log_slots {
+        return Err(CkksError::SlotMismatch {
+            a: ct.log_slots(),
+            b: log_slots,
+        });
+    }
+    plaintext_scale(encoder, ct.level(), ct.scale(), output_scale)
 }
 
 /// The diagonals' scale for inputs at `level` and `input_scale` and an
@@ -409,14 +420,8 @@ impl LinearTransform {
         ct: &Ciphertext,
         output_scale: f64,
     ) -> Result<Ciphertext> {
-        if ct.log_slots() != self.log_slots {
-            return Err(CkksError::SlotMismatch {
-                a: ct.log_slots(),
-                b: self.log_slots,
-            });
-        }
         let level = ct.level();
-        let pt_scale = plaintext_scale(encoder, level, ct.scale(), output_scale)?;
+        let pt_scale = input_plaintext_scale(encoder, ct, self.log_slots, output_scale)?;
         let n1 = self.baby_step();
         let mut giants: BTreeMap<usize, Vec<(usize, &Vec<Complex64>)>> = BTreeMap::new();
         for (&k, d) in &self.diagonals {
