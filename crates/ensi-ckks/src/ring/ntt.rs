@@ -5,6 +5,8 @@
 //! at run time. Its forward output is in bit-reversed order and its inverse is
 //! unnormalized; [`NttPlan::inverse`] multiplies by N^-1 so that callers never
 //! see either quirk except through [`crate::ring::Ring::automorphism_ntt_map`].
+//! Its pointwise products can leave a word in [q, 2q); the products here
+//! return reduced words (see [`NttPlan::mul_acc`]).
 
 use super::kernels;
 use crate::math::Modulus;
