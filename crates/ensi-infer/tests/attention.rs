@@ -1,9 +1,12 @@
 //! Sigmoid attention and the conventional HE softmax against their plaintext
-//! computations (insecure N = 2^12 chain with 16 levels, column layout).
+//! computations (insecure N = 2^12 chain with 16 levels; the column layout,
+//! and the softmax also in NEXUS's row layout).
 
 use ensi_ckks::circuits::ChebyshevPoly;
 use ensi_ckks::*;
-use ensi_infer::attention::{sigmoid_attention, softmax_attention, SoftmaxApprox};
+use ensi_infer::attention::{
+    sigmoid_attention, softmax_attention, softmax_rows, softmax_rows_rotations, SoftmaxApprox,
+};
 use ensi_infer::layout::ColumnLayout;
 use ensi_model::Matrix;
 use std::sync::Arc;
@@ -26,13 +29,14 @@ fn sigmoid_and_softmax_match_plaintext() {
     let params = lit.build().unwrap();
     let mut kg = KeyGenerator::new(&params);
     let sk = kg.gen_secret_key();
-    let keys = kg.gen_evaluation_keys(&sk, &[], false);
+    let s: usize = 8; // queries (slots) and keys (columns)
+    let log_row = s.trailing_zeros();
+    let keys = kg.gen_evaluation_keys(&sk, &softmax_rows_rotations(log_row), false);
     let eval = Evaluator::new(&params, Arc::new(keys));
     let encoder = Encoder::new(&params);
     let mut enc = Encryptor::with_secret_key(&params, &sk);
     let dec = Decryptor::new(&sk);
 
-    let s = 8; // queries (slots) and keys (columns)
     let mut seed = 3u64;
     let scores = Matrix::from_vec(
         s,
@@ -98,6 +102,36 @@ fn sigmoid_and_softmax_match_plaintext() {
     }
     eprintln!(
         "HE softmax: {:.1} bits against its plaintext computation",
+        -err.log2()
+    );
+    assert!(-err.log2() >= 14.0);
+
+    // The same softmax with one row per ciphertext (row sums by rotations).
+    let rows: Vec<Ciphertext> = (0..s)
+        .map(|i| {
+            let pt = encoder
+                .encode_real(
+                    scores.row(i),
+                    params.max_level(),
+                    params.default_scale(),
+                    log_row,
+                )
+                .unwrap();
+            enc.encrypt(&pt).unwrap()
+        })
+        .collect();
+    let soft = softmax_rows(&eval, &rows, &approx).unwrap();
+    assert_eq!(soft[0].level(), params.max_level() - approx.depth());
+    let mut err = 0f64;
+    for (i, ct) in soft.iter().enumerate() {
+        let got = encoder.decode_real(&dec.decrypt(ct).unwrap());
+        let want = approx.eval_plain(scores.row(i));
+        for (g, w) in got.iter().zip(&want) {
+            err = err.max((g - w).abs());
+        }
+    }
+    eprintln!(
+        "HE softmax, row layout: {:.1} bits against its plaintext computation",
         -err.log2()
     );
     assert!(-err.log2() >= 14.0);

@@ -8,8 +8,11 @@
 //! * `pcmm_column_over_default`: the column-layout ternary PCMM over the
 //!   dense column-block layout's PCMM ([`DensePcmmPlan`], evaluation only; the
 //!   plan's encoding is reported beside it), same shape, same level;
-//! * `softmax_over_sigmoid`: the conventional HE softmax over the block's
-//!   sigmoid polynomial on the same encrypted scores;
+//! * `softmax_over_sigmoid`: the conventional HE softmax (NEXUS's layout:
+//!   one row of scores per ciphertext, row sums by rotations, an inverse per
+//!   row) over the block's sigmoid polynomial on the same encrypted scores;
+//!   beside it `softmax_columns_over_sigmoid`, the same softmax in ENSI's
+//!   column layout (row sums by additions, one inverse per head);
 //! * `bootstrap_share`: bootstrapping time over block time, from runs of
 //!   [`EncryptedModel::block`].
 //!
@@ -27,7 +30,9 @@ use ensi_ckks::{
     Ciphertext, Decryptor, Encoder, Encryptor, EvaluationKeys, Evaluator, KeyGenerator, Parameters,
     ParametersLiteral, SecretKey,
 };
-use ensi_infer::attention::{sigmoid_attention, softmax_attention, SoftmaxApprox};
+use ensi_infer::attention::{
+    sigmoid_attention, softmax_attention, softmax_rows, softmax_rows_rotations, SoftmaxApprox,
+};
 use ensi_infer::block::{bootstrap_config, EncryptedModel, ServerContext};
 use ensi_infer::client::{decrypt_columns, encrypt_embeddings};
 use ensi_infer::dense::{DenseLayout, DensePcmmPlan};
@@ -246,10 +251,17 @@ struct AttentionSection {
     preset: String,
     insecure: bool,
     log_n: u32,
+    /// The softmax's input level (the top of the chain).
     level: usize,
+    /// The sigmoid's input level: both end at `output_level`.
+    sigmoid_level: usize,
+    output_level: usize,
     score_interval: [f64; 2],
     sigmoid: String,
-    softmax: String,
+    /// The conventional softmax in NEXUS's layout (one row per ciphertext).
+    softmax_rows: String,
+    /// The same softmax in ENSI's column layout (the ciphertexts read as columns).
+    softmax_columns: String,
     ops: BTreeMap<&'static str, AttnMeasured>,
     precision_bits: BTreeMap<&'static str, f64>,
 }
@@ -567,26 +579,43 @@ pub fn run(args: &BenchArgs) -> CliResult {
             ),
         );
     }
-    let (sg, sm) = (&attention.ops["sigmoid"], &attention.ops["softmax"]);
-    ratios.insert("softmax_over_sigmoid", sm.median_ms / sg.median_ms);
-    basis.insert(
-        "softmax_over_sigmoid",
-        format!(
-            "both measured on the same {} score ciphertexts ({} head(s) of {} diagonals) on {}, \
-             levels: sigmoid {}, softmax {} (the softmax's extra bootstraps in a block are not counted){}",
-            attention.measured_ciphertexts,
-            attention.heads_measured,
-            attention.keys_per_row,
-            attention.preset,
-            sg.levels,
-            sm.levels,
-            if attention.measured_ciphertexts < attention.score_ciphertexts {
-                "; the full block has more, the ratio is per ciphertext"
-            } else {
-                ""
-            }
+    let sg = &attention.ops["sigmoid"];
+    let per_ct = if attention.measured_ciphertexts < attention.score_ciphertexts {
+        "; the full block has more, the ratio is per ciphertext"
+    } else {
+        ""
+    };
+    for (name, op, how) in [
+        (
+            "softmax_over_sigmoid",
+            "softmax_rows",
+            "the conventional softmax in NEXUS's layout (row sums by rotations, an inverse per row)",
         ),
-    );
+        (
+            "softmax_columns_over_sigmoid",
+            "softmax_columns",
+            "the softmax in ENSI's column layout (row sums by additions, one inverse per head)",
+        ),
+    ] {
+        let sm = &attention.ops[op];
+        ratios.insert(name, sm.median_ms / sg.median_ms);
+        basis.insert(
+            name,
+            format!(
+                "{how} over the sigmoid, both on the same {} score ciphertexts of {} slots on {}, \
+                 both ending at level {}: sigmoid from level {} ({} levels), softmax from level {} \
+                 ({} levels; its extra bootstraps in a block are not counted){per_ct}",
+                attention.measured_ciphertexts,
+                s_pad,
+                attention.preset,
+                attention.output_level,
+                attention.sigmoid_level,
+                sg.levels,
+                attention.level,
+                sm.levels,
+            ),
+        );
+    }
     if let (Some(c), Some(d)) = (&block, &block_dense) {
         ratios.insert("block_column_over_dense", c.median_ms / d.median_ms);
         basis.insert(
@@ -1123,9 +1152,7 @@ fn run_attention(
             });
         }
     }
-    eprintln!(
-        "attention: {heads} head(s) x {keys_per_row} score ciphertexts of {s_pad} slots, level {level}"
-    );
+    eprintln!("attention: {heads} head(s) x {keys_per_row} score ciphertexts of {s_pad} slots");
     notes.push(format!(
         "attention nonlinearity: measured on {} (N = 2^{}, 50 + 20 x 40-bit primes{}), not on the \
          block's chain: the softmax needs 18 levels at one scale, more than the block's 40-bit levels \
@@ -1137,7 +1164,11 @@ fn run_attention(
     ));
     let mut kg = KeyGenerator::new(params);
     let sk = &kg.gen_secret_key();
-    let eval = Evaluator::new(params, Arc::new(kg.gen_evaluation_keys(sk, &[], false)));
+    let log_row = s_pad.trailing_zeros();
+    let eval = Evaluator::new(
+        params,
+        Arc::new(kg.gen_evaluation_keys(sk, &softmax_rows_rotations(log_row), false)),
+    );
     let encoder = Encoder::new(params);
     let mut enc = Encryptor::with_secret_key(params, sk);
     let dec = Decryptor::new(sk);
@@ -1151,17 +1182,6 @@ fn run_attention(
         .collect();
     let to_t = |v: f64| (2.0 * v - (sa + sb)) / (sb - sa);
     let layout = ColumnLayout::new(s_pad, keys_per_row);
-    let mut z_cts = Vec::new();
-    let mut t_cts = Vec::new();
-    for m in &z {
-        let t = Matrix::from_vec(
-            m.rows(),
-            m.cols(),
-            m.data().iter().map(|&v| to_t(v)).collect(),
-        );
-        z_cts.push(layout.encrypt(m, &encoder, &mut enc, level, params.default_scale())?);
-        t_cts.push(layout.encrypt(&t, &encoder, &mut enc, level, params.default_scale())?);
-    }
     // The block's sigmoid: sigma on [sa, sb], evaluated on the scores mapped to
     // [-1, 1] (the map is folded into RoPE's plaintexts in the block).
     let poly = ChebyshevPoly::new(-1.0, 1.0, sig.coeffs.clone())?;
@@ -1171,13 +1191,52 @@ fn run_attention(
         inverse_start: 1.0 / keys_per_row as f64,
         newton_steps: 5,
     };
+    // Both end at the same level, each starting from the lowest level its
+    // depth allows (a ciphertext is dropped to it for free): the softmax from
+    // the top, the sigmoid from its own depth above the softmax's output.
+    // Starting the sigmoid at the top too would spend its five levels on the
+    // widest ciphertexts for nothing (the block runs it from level 9).
+    let out_level = level
+        .checked_sub(approx.depth())
+        .ok_or("the chain is too short for the softmax")?;
+    let sig_level = out_level + poly.depth();
+    let mut z_cts = Vec::new();
+    let mut t_cts = Vec::new();
+    for m in &z {
+        let t = Matrix::from_vec(
+            m.rows(),
+            m.cols(),
+            m.data().iter().map(|&v| to_t(v)).collect(),
+        );
+        z_cts.push(layout.encrypt(m, &encoder, &mut enc, level, params.default_scale())?);
+        t_cts.push(layout.encrypt(&t, &encoder, &mut enc, sig_level, params.default_scale())?);
+    }
+    // NEXUS's layout: the same ciphertexts read as rows (ciphertext j of head
+    // h: one query against s_pad keys), the row sums by rotations.
+    let approx_rows = SoftmaxApprox {
+        inverse_start: 1.0 / s_pad as f64,
+        ..approx
+    };
     let all_t: Vec<Ciphertext> = t_cts.iter().flatten().cloned().collect();
+    let all_z: Vec<Ciphertext> = z_cts.iter().flatten().cloned().collect();
+    let rows_out = softmax_rows(&eval, &all_z, &approx_rows)?;
+    let levels_rows = level - rows_out[0].level();
+    let mut e_rows = 0f64;
+    for (j, ct) in rows_out.iter().take(keys_per_row).enumerate() {
+        let row: Vec<f64> = (0..s_pad).map(|i| z[0].get(i, j)).collect();
+        let got = encoder.decode_real(&dec.decrypt(ct)?);
+        for (g, w) in got.iter().zip(approx_rows.eval_plain(&row)) {
+            let d = (g - w).abs();
+            e_rows = if d.is_nan() || d > e_rows { d } else { e_rows };
+        }
+    }
+    drop(rows_out);
     let sig_out = sigmoid_attention(&eval, &all_t, &poly)?;
     let soft_out: Vec<Vec<Ciphertext>> = z_cts
         .par_iter()
         .map(|head| softmax_attention(&eval, head, &approx))
         .collect::<ensi_infer::Result<_>>()?;
-    let levels_sig = level - sig_out[0].level();
+    let levels_sig = sig_level - sig_out[0].level();
     let levels_soft = level - soft_out[0][0].level();
     // Precision on head 0.
     let sig_m = layout.decrypt(&sig_out[..keys_per_row], &encoder, &dec)?;
@@ -1206,7 +1265,7 @@ fn run_attention(
     };
     let r_sig = timed(runs, || Ok(sigmoid_attention(&eval, &all_t, &poly)?))?;
     eprintln!(
-        "  sigmoid (degree {}, {levels_sig} levels)       {:>10.1} ms",
+        "  sigmoid (degree {}, levels {sig_level} -> {out_level})       {:>10.1} ms",
         poly.degree(),
         r_sig.median_ms
     );
@@ -1217,12 +1276,18 @@ fn run_attention(
             .collect::<ensi_infer::Result<Vec<_>>>()?)
     })?;
     eprintln!(
-        "  softmax (exp r=6, Newton x5, {levels_soft} levels) {:>10.1} ms",
+        "  softmax, columns (exp r=6, Newton x5, levels {level} -> {out_level}) {:>10.1} ms",
         r_soft.median_ms
+    );
+    let r_rows = timed(runs, || Ok(softmax_rows(&eval, &all_z, &approx_rows)?))?;
+    eprintln!(
+        "  softmax, rows (exp r=6, rotations, Newton x5, levels {level} -> {out_level}) {:>10.1} ms",
+        r_rows.median_ms
     );
     let mut ops = BTreeMap::new();
     ops.insert("sigmoid", m(r_sig, levels_sig, e_sig));
-    ops.insert("softmax", m(r_soft, levels_soft, e_soft));
+    ops.insert("softmax_columns", m(r_soft, levels_soft, e_soft));
+    ops.insert("softmax_rows", m(r_rows, levels_rows, e_rows));
     Ok(AttentionSection {
         score_ciphertexts: total,
         measured_ciphertexts: measured_cts,
@@ -1232,22 +1297,32 @@ fn run_attention(
         insecure: params.is_insecure(),
         log_n: params.log_n(),
         level,
+        sigmoid_level: sig_level,
+        output_level: out_level,
         score_interval: [lo, hi],
         sigmoid: format!(
             "the block's: degree-{} Chebyshev of sigma on [{sa}, {sb}], on the scores mapped to [-1, 1] \
              (the map is folded into RoPE's plaintexts in the block)",
             poly.degree()
         ),
-        softmax: format!(
-            "exp by (1 + x/2^{r})^(2^{r}) after a shift of {hi}, row sums over the head's diagonal \
-             ciphertexts (additions), {} Newton steps for the inverse, one product per ciphertext",
+        softmax_rows: format!(
+            "NEXUS's layout, each ciphertext one row (a query against {s_pad} keys): exp by \
+             (1 + x/2^{r})^(2^{r}) after a shift of {hi}, the row sum by {log_row} rotations, {} \
+             Newton steps for the inverse of every row, one product per ciphertext",
             approx.newton_steps,
             r = approx.squarings
+        ),
+        softmax_columns: format!(
+            "ENSI's column layout, the same ciphertexts read as the head's diagonals: exp as above, \
+             row sums over the diagonal ciphertexts (additions), {} Newton steps for one inverse \
+             shared by all rows, one product per ciphertext",
+            approx.newton_steps,
         ),
         ops,
         precision_bits: BTreeMap::from([
             ("sigmoid", -e_sig.max(1e-300).log2()),
-            ("softmax", -e_soft.max(1e-300).log2()),
+            ("softmax_columns", -e_soft.max(1e-300).log2()),
+            ("softmax_rows", -e_rows.max(1e-300).log2()),
         ]),
     })
 }

@@ -68,6 +68,7 @@ fn bench_block_tiny_writes_every_figure() {
         "pcmm_generic_over_ternary",
         "pcmm_column_over_default",
         "softmax_over_sigmoid",
+        "softmax_columns_over_sigmoid",
         "bootstrap_share",
     ] {
         let r = positive(&v, &format!("ratios/{ratio}"));
@@ -94,7 +95,7 @@ fn bench_block_tiny_writes_every_figure() {
         assert_eq!(v["pcmm"]["ops"][op]["extrapolated"], false);
         assert!(v["pcmm"]["ops"][op]["max_abs_err"].as_f64().unwrap() < 1e-4);
     }
-    for op in ["sigmoid", "softmax"] {
+    for op in ["sigmoid", "softmax_columns", "softmax_rows"] {
         positive(&v, &format!("attention/ops/{op}/median_ms"));
         assert!(positive(&v, &format!("attention/precision_bits/{op}")) > 15.0);
     }
@@ -133,6 +134,7 @@ fn bench_block_large_slices_are_labeled() {
         "pcmm_generic_over_ternary",
         "pcmm_column_over_default",
         "softmax_over_sigmoid",
+        "softmax_columns_over_sigmoid",
     ] {
         positive(&v, &format!("ratios/{ratio}"));
     }
