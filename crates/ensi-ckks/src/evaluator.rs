@@ -48,6 +48,66 @@ fn cut<'a>(
     v[rows].iter().map(|x| &x[cols.clone()]).collect()
 }
 
+/// Limb `i` of `(sum_t x_t b_t, sum_t x_t a_t)` written (`overwrite`) or
+/// added into `out`: lazily with IFMA below 2^50 (one reduction per output
+/// and per [`kernels::MAX_LAZY_TERMS`] terms, the accumulators read once per
+/// such group), term by term above.
+fn accumulate_products(
+    ring: &Ring,
+    limbs: usize,
+    i: usize,
+    out: (&mut [u64], &mut [u64]),
+    terms: (&[&[u64]], &[&[u64]], &[&[u64]]),
+    overwrite: bool,
+) {
+    const BLOCK: usize = 512;
+    let ((o0, o1), (xs, bs, a_s)) = (out, terms);
+    let m = &ring.moduli()[i];
+    let n = o0.len();
+    if kernels::has_fast_inner_product(m, 1) {
+        let chunk = kernels::MAX_LAZY_TERMS;
+        let mut start = 0;
+        if overwrite {
+            let k = xs.len().min(chunk);
+            kernels::inner_product_pair(m, o0, o1, &xs[..k], &bs[..k], &a_s[..k]);
+            start = k;
+        }
+        let (mut t0, mut t1) = ([0u64; BLOCK], [0u64; BLOCK]);
+        while start < xs.len() {
+            let end = (start + chunk).min(xs.len());
+            for b in (0..n).step_by(BLOCK) {
+                let e = (b + BLOCK).min(n);
+                let (t0, t1) = (&mut t0[..e - b], &mut t1[..e - b]);
+                kernels::inner_product_pair(
+                    m,
+                    t0,
+                    t1,
+                    &cut(xs, start..end, b..e),
+                    &cut(bs, start..end, b..e),
+                    &cut(a_s, start..end, b..e),
+                );
+                for (o, t) in o0[b..e].iter_mut().zip(t0.iter()) {
+                    *o = m.add(*o, *t);
+                }
+                for (o, t) in o1[b..e].iter_mut().zip(t1.iter()) {
+                    *o = m.add(*o, *t);
+                }
+            }
+            start = end;
+        }
+    } else {
+        let plan = ring.plan(limbs, i);
+        if overwrite {
+            o0.fill(0);
+            o1.fill(0);
+        }
+        for ((x, b), a) in xs.iter().zip(bs).zip(a_s) {
+            plan.mul_acc(o0, x, b);
+            plan.mul_acc(o1, x, a);
+        }
+    }
+}
+
 impl Evaluator {
     /// An evaluator for `params` with evaluation `keys`.
     pub fn new(params: &Parameters, keys: Arc<EvaluationKeys>) -> Self {
@@ -308,51 +368,78 @@ impl Evaluator {
         let (n, limbs) = (ring.n(), level + 1);
         let mut c0 = ring.scratch(limbs, 0, true);
         let mut c1 = ring.scratch(limbs, 0, true);
-        const BLOCK: usize = 512;
         c0.data
             .par_chunks_mut(n)
             .zip(c1.data.par_chunks_mut(n))
             .enumerate()
             .for_each(|(i, (o0, o1))| {
-                let m = &ring.moduli()[i];
                 let xs: Vec<&[u64]> = terms.iter().map(|(_, pt)| pt.poly.limb(i)).collect();
                 let bs: Vec<&[u64]> = terms.iter().map(|(ct, _)| ct.c0.limb(i)).collect();
                 let a_s: Vec<&[u64]> = terms.iter().map(|(ct, _)| ct.c1.limb(i)).collect();
-                if kernels::has_fast_inner_product(m, 1) {
-                    let chunk = kernels::MAX_LAZY_TERMS;
-                    let k = terms.len().min(chunk);
-                    kernels::inner_product_pair(m, o0, o1, &xs[..k], &bs[..k], &a_s[..k]);
-                    let (mut t0, mut t1) = ([0u64; BLOCK], [0u64; BLOCK]);
-                    for start in (chunk..terms.len()).step_by(chunk) {
-                        let end = (start + chunk).min(terms.len());
-                        for b in (0..n).step_by(BLOCK) {
-                            let e = (b + BLOCK).min(n);
-                            let (t0, t1) = (&mut t0[..e - b], &mut t1[..e - b]);
-                            kernels::inner_product_pair(
-                                m,
-                                t0,
-                                t1,
-                                &cut(&xs, start..end, b..e),
-                                &cut(&bs, start..end, b..e),
-                                &cut(&a_s, start..end, b..e),
-                            );
-                            for (o, t) in o0[b..e].iter_mut().zip(t0.iter()) {
-                                *o = m.add(*o, *t);
-                            }
-                            for (o, t) in o1[b..e].iter_mut().zip(t1.iter()) {
-                                *o = m.add(*o, *t);
-                            }
-                        }
+                accumulate_products(ring, limbs, i, (o0, o1), (&xs, &bs, &a_s), true);
+            });
+        Ok(Ciphertext {
+            c0,
+            c1,
+            scale,
+            log_slots: first.log_slots,
+        })
+    }
+
+    /// `sum_t ct_t * pt_t` as [`Self::mul_plain_sum`], with every plaintext
+    /// given by its rounded coefficients ([`crate::PlainCoefficients`]): each
+    /// limb of each plaintext is reduced and transformed in cache, a few terms
+    /// at a time, and multiplied at once, so no plaintext is ever stored
+    /// whole. For plaintexts used once (the diagonals of a linear map encoded
+    /// as they are used) this saves writing and reading back `level + 1`
+    /// limbs of N words per term.
+    pub fn mul_coefficients_sum(
+        &self,
+        terms: &[(&Ciphertext, &crate::PlainCoefficients)],
+    ) -> Result<Ciphertext> {
+        let (first, first_pt) = *terms
+            .first()
+            .ok_or_else(|| CkksError::InvalidParameters("an empty sum of products".into()))?;
+        let level = first.level();
+        let scale = first.scale * first_pt.scale();
+        for &(ct, pt) in terms {
+            self.check(ct)?;
+            if ct.level() != level {
+                return Err(CkksError::LevelTooLow {
+                    needed: level,
+                    level: ct.level(),
+                });
+            }
+            Self::check_slots(ct.log_slots, pt.log_slots())?;
+            Self::check_slots(ct.log_slots, first.log_slots)?;
+            pt.check_level(&self.params, level)?;
+            Self::check_scales(ct.scale * pt.scale(), scale)?;
+        }
+        let ring = self.params.ring();
+        let (n, limbs) = (ring.n(), level + 1);
+        // Residue limbs transformed at once: a few, so that they stay in
+        // cache until their products (each is N words).
+        const CHUNK: usize = 8;
+        let mut c0 = ring.scratch(limbs, 0, true);
+        let mut c1 = ring.scratch(limbs, 0, true);
+        c0.data
+            .par_chunks_mut(n)
+            .zip(c1.data.par_chunks_mut(n))
+            .enumerate()
+            .for_each(|(i, (o0, o1))| {
+                let (m, plan) = (&ring.moduli()[i], ring.plan(limbs, i));
+                let mut scratch = pool::take(CHUNK.min(terms.len()) * n);
+                for (c, chunk) in terms.chunks(CHUNK).enumerate() {
+                    for ((_, pt), x) in chunk.iter().zip(scratch.chunks_mut(n)) {
+                        pt.reduce_into(m, x);
+                        plan.forward(x);
                     }
-                } else {
-                    let plan = ring.plan(limbs, i);
-                    o0.fill(0);
-                    o1.fill(0);
-                    for ((x, b), a) in xs.iter().zip(&bs).zip(&a_s) {
-                        plan.mul_acc(o0, x, b);
-                        plan.mul_acc(o1, x, a);
-                    }
+                    let xs: Vec<&[u64]> = scratch.chunks(n).take(chunk.len()).collect();
+                    let bs: Vec<&[u64]> = chunk.iter().map(|(ct, _)| ct.c0.limb(i)).collect();
+                    let a_s: Vec<&[u64]> = chunk.iter().map(|(ct, _)| ct.c1.limb(i)).collect();
+                    accumulate_products(ring, limbs, i, (o0, o1), (&xs, &bs, &a_s), c == 0);
                 }
+                pool::give(scratch);
             });
         Ok(Ciphertext {
             c0,

@@ -20,7 +20,7 @@ pub mod sampling;
 pub mod serial;
 
 pub use ciphertext::{Ciphertext, Plaintext};
-pub use encoder::Encoder;
+pub use encoder::{Encoder, PlainCoefficients};
 pub use encryption::{Decryptor, Encryptor};
 pub use error::{CkksError, DecodeError, Result};
 pub use evaluator::{CiphertextTensor, Evaluator};

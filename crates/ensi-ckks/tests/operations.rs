@@ -481,6 +481,35 @@ fn plain_product_sums_equal_the_term_by_term_chain() {
                 .unwrap();
         }
         assert_eq!(fused, chain, "{preset}");
+        // The same sum with the plaintexts given as coefficients, reduced and
+        // transformed limb by limb inside the product: the same words.
+        let coeffs: Vec<PlainCoefficients> = ws
+            .iter()
+            .map(|w| {
+                c.encoder
+                    .encode_coefficients(w, c.params.q()[level] as f64, c.params.log_slots())
+                    .unwrap()
+            })
+            .collect();
+        let by_coeffs: Vec<(&Ciphertext, &PlainCoefficients)> = cts.iter().zip(&coeffs).collect();
+        assert_eq!(
+            e.mul_coefficients_sum(&by_coeffs).unwrap(),
+            fused,
+            "{preset}"
+        );
+        assert_eq!(
+            e.mul_coefficients_sum(&by_coeffs[..1]).unwrap(),
+            e.mul_plain(&cts[0], &pts[0]).unwrap(),
+            "{preset}"
+        );
+        assert!(e.mul_coefficients_sum(&[]).is_err());
+        // Coefficients beyond the modulus at the ciphertexts' level are refused.
+        let huge = c
+            .encoder
+            .encode_coefficients(&ws[0], 2f64.powi(60), c.params.log_slots())
+            .unwrap();
+        let low = e.drop_to_level(&cts[0], 0).unwrap();
+        assert!(e.mul_coefficients_sum(&[(&low, &huge)]).is_err());
         let want: Vec<Complex64> = (0..c.slots())
             .map(|i| (0..terms as usize).map(|t| xs[t][i] * ws[t][i]).sum())
             .collect();

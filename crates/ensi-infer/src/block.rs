@@ -189,7 +189,7 @@ impl ServerContext {
     }
 
     /// The encoder.
-    pub(crate) fn encoder(&self) -> &Encoder {
+    pub fn encoder(&self) -> &Encoder {
         &self.encoder
     }
 

@@ -91,7 +91,8 @@ use crate::{InferError, Result};
 use ensi_ckks::circuits::bootstrap::{BootstrapConfig, BootstrapKeys};
 use ensi_ckks::circuits::{ChebyshevPoly, PolynomialEvaluator};
 use ensi_ckks::{
-    Ciphertext, Complex64, Decryptor, Encoder, Encryptor, Parameters, Plaintext, SecretKey,
+    Ciphertext, Complex64, Decryptor, Encoder, Encryptor, Evaluator, Parameters, PlainCoefficients,
+    Plaintext, SecretKey,
 };
 use ensi_model::{Matrix, ModelConfig};
 use rayon::prelude::*;
@@ -195,9 +196,7 @@ impl WideShape {
         let s = self.s as i64;
         let mut steps = Vec::new();
         for (c_in, outs) in self.maps() {
-            let n1 = baby_step(c_in, outs, self.blocks);
-            steps.extend((1..n1).map(|j| j as i64 * s));
-            steps.extend((1..self.blocks / n1).map(|g| (g * n1) as i64 * s));
+            steps.extend(map_rotations(c_in, outs, self.s, self.blocks));
         }
         // Token shifts of keys and values: delta = c a + b, a giant rotation
         // by c a per chunk of c shifts, then hoisted baby rotations by b.
@@ -240,6 +239,17 @@ fn baby_step(c_in: usize, outs: usize, blocks: usize) -> usize {
     best.1
 }
 
+/// The rotations of a wide map over `blocks` blocks of `s` slots with `c_in`
+/// inputs (packed ciphertexts and their conjugates) and `outs` packed
+/// outputs: its baby and giant steps.
+pub fn map_rotations(c_in: usize, outs: usize, s: usize, blocks: usize) -> Vec<i64> {
+    let n1 = baby_step(c_in, outs, blocks);
+    (1..n1)
+        .map(|j| (j * s) as i64)
+        .chain((1..blocks / n1).map(|g| (g * n1 * s) as i64))
+        .collect()
+}
+
 /// A wide map's weight: `w(output global block, input global block, out)`
 /// writes the s per-token weights into `out` and returns whether any is
 /// nonzero (when it returns false, `out` is ignored). Global block
@@ -265,14 +275,14 @@ pub type WideWeight<'a> = &'a (dyn Fn(usize, usize, &mut [f64]) -> bool + Sync);
 /// diagonals (pre-rotated in the clear) are encoded, multiplied and summed in
 /// one pass per input ([`ensi_ckks::Evaluator::mul_plain_sum`]) and dropped.
 pub fn wide_maps(
-    ctx: &ServerContext,
+    eval: &Evaluator,
+    encoder: &Encoder,
     zs: &[Ciphertext],
     c_in: usize,
     s: usize,
     blocks: usize,
     maps: &[(usize, WideWeight)],
 ) -> Result<Vec<Vec<Ciphertext>>> {
-    let eval = ctx.eval();
     let first = zs
         .first()
         .ok_or_else(|| InferError::Shape("wide map of no ciphertexts".into()))?;
@@ -296,7 +306,7 @@ pub fn wide_maps(
     let giants = blocks / n1;
     let steps: Vec<i64> = (1..n1).map(|j| (j * s) as i64).collect();
     // Inputs z_0.. then their conjugates, each with its baby rotations.
-    let conj = conjugates(ctx, zs)?;
+    let conj = conjugates(eval, zs)?;
     let babies: Vec<Vec<Ciphertext>> = zs
         .par_iter()
         .chain(conj.par_iter())
@@ -308,7 +318,6 @@ pub fn wide_maps(
         .collect::<Result<_>>()?;
     drop(conj);
     let pt_scale = eval.params().q()[level] as f64;
-    let encoder = ctx.encoder();
     let tasks: Vec<(usize, usize, usize)> = maps
         .iter()
         .enumerate()
@@ -328,7 +337,7 @@ pub fn wide_maps(
             let mut acc: Option<Ciphertext> = None;
             for i in 0..cz {
                 let ins = [i, i + cz];
-                let mut pts: Vec<(&Ciphertext, Plaintext)> = Vec::with_capacity(2 * n1);
+                let mut pts: Vec<(&Ciphertext, PlainCoefficients)> = Vec::with_capacity(2 * n1);
                 for (j, (z_baby, conj_baby)) in babies[i].iter().zip(&babies[i + cz]).enumerate() {
                     let k = shift + j;
                     // d[2 a + c]: output outs[a] from input ins[c].
@@ -362,16 +371,16 @@ pub fn wide_maps(
                         .collect();
                     for (v, src) in [(on_z, z_baby), (on_conj, conj_baby)] {
                         if v.iter().any(|c| c.re != 0.0 || c.im != 0.0) {
-                            pts.push((src, encoder.encode(&v, level, pt_scale, log_slots)?));
+                            pts.push((src, encoder.encode_coefficients(&v, pt_scale, log_slots)?));
                         }
                     }
                 }
                 if pts.is_empty() {
                     continue;
                 }
-                let terms: Vec<(&Ciphertext, &Plaintext)> =
+                let terms: Vec<(&Ciphertext, &PlainCoefficients)> =
                     pts.iter().map(|(c, pt)| (*c, pt)).collect();
-                let part = eval.mul_plain_sum(&terms)?;
+                let part = eval.mul_coefficients_sum(&terms)?;
                 match acc.as_mut() {
                     Some(a) => eval.add_assign(a, &part)?,
                     None => acc = Some(part),
@@ -580,10 +589,17 @@ impl EncryptedModel {
             _ => false,
         };
         let t0 = Instant::now();
-        let [q, k]: [Vec<Ciphertext>; 2] =
-            wide_maps(ctx, &y, sh.c_d, s, nb, &[(sh.c_h, &wq), (sh.c_h, &wk)])?
-                .try_into()
-                .map_err(|_| InferError::Shape("two projections".into()))?;
+        let [q, k]: [Vec<Ciphertext>; 2] = wide_maps(
+            ctx.eval(),
+            ctx.encoder(),
+            &y,
+            sh.c_d,
+            s,
+            nb,
+            &[(sh.c_h, &wq), (sh.c_h, &wk)],
+        )?
+        .try_into()
+        .map_err(|_| InferError::Shape("two projections".into()))?;
         // v is first read by its mask (one level) beside the sigmoid's output:
         // computed that low, its diagonals are encoded on fewer primes (7
         // instead of 12 at L = 11) and its shifts rotate smaller ciphertexts.
@@ -591,7 +607,16 @@ impl EncryptedModel {
         let a_level = y[0].level().saturating_sub(2 + sig_depth);
         let y_v = dropped_to(ctx, &y, a_level + 2)?;
         drop(y);
-        let v = wide_maps(ctx, &y_v, sh.c_d, s, nb, &[(sh.c_h, &wv)])?.remove(0);
+        let v = wide_maps(
+            ctx.eval(),
+            ctx.encoder(),
+            &y_v,
+            sh.c_d,
+            s,
+            nb,
+            &[(sh.c_h, &wv)],
+        )?
+        .remove(0);
         drop(y_v);
         ctx.record("qkv_map", t0.elapsed(), 1);
 
@@ -612,7 +637,16 @@ impl EncryptedModel {
             }
             _ => false,
         };
-        let z = wide_maps(ctx, &o, sh.c_h, s, nb, &[(sh.c_d, &wo)])?.remove(0);
+        let z = wide_maps(
+            ctx.eval(),
+            ctx.encoder(),
+            &o,
+            sh.c_h,
+            s,
+            nb,
+            &[(sh.c_d, &wo)],
+        )?
+        .remove(0);
         let after_attn: Vec<Ciphertext> = z
             .par_iter()
             .zip(x)
@@ -647,13 +681,31 @@ impl EncryptedModel {
         let wu = |o: usize, i: usize, out: &mut [f64]| plain(&w.up_proj, ua, o, i, out);
         let act = self.polys().activation(cfg.activation);
         let act = ChebyshevPoly::new(act.a, act.b, act.coeffs.clone())?;
-        let gate = wide_maps(ctx, &y, sh.c_d, s, nb, &[(sh.c_ff, &wg)])?.remove(0);
+        let gate = wide_maps(
+            ctx.eval(),
+            ctx.encoder(),
+            &y,
+            sh.c_d,
+            s,
+            nb,
+            &[(sh.c_ff, &wg)],
+        )?
+        .remove(0);
         // up is first read beside act(gate): computed that low, on fewer
         // primes (6 instead of 12 at L = 11), as v above.
         let act_level = gate[0].level().saturating_sub(act.depth());
         let y_up = dropped_to(ctx, &y, act_level + 1)?;
         drop(y);
-        let up = wide_maps(ctx, &y_up, sh.c_d, s, nb, &[(sh.c_ff, &wu)])?.remove(0);
+        let up = wide_maps(
+            ctx.eval(),
+            ctx.encoder(),
+            &y_up,
+            sh.c_d,
+            s,
+            nb,
+            &[(sh.c_ff, &wu)],
+        )?
+        .remove(0);
         drop(y_up);
         ctx.record("gate_up_map", t0.elapsed(), 1);
         let t0 = Instant::now();
@@ -690,7 +742,16 @@ impl EncryptedModel {
             out.fill(v);
             v != 0.0
         };
-        let down = wide_maps(ctx, &hidden, sh.c_ff, s, nb, &[(sh.c_d, &wd)])?.remove(0);
+        let down = wide_maps(
+            ctx.eval(),
+            ctx.encoder(),
+            &hidden,
+            sh.c_ff,
+            s,
+            nb,
+            &[(sh.c_d, &wd)],
+        )?
+        .remove(0);
         let out: Vec<Ciphertext> = down
             .par_iter()
             .zip(&after_attn)
@@ -744,7 +805,7 @@ impl EncryptedModel {
         let mut bias_pt: Option<Plaintext> = None;
         // Keys enter the scores conjugated (see the module documentation).
         let t_conj = Instant::now();
-        let k_conj = conjugates(ctx, k)?;
+        let k_conj = conjugates(ctx.eval(), k)?;
         let mut o_acc: Option<Vec<Ciphertext>> = None;
         let (mut t_rot, mut t_qk, mut t_sig, mut t_av) =
             (t_conj.elapsed().as_secs_f64(), 0.0, 0.0, 0.0);
@@ -863,8 +924,7 @@ impl EncryptedModel {
 }
 
 /// The conjugate of each ciphertext (one key switch each).
-fn conjugates(ctx: &ServerContext, z: &[Ciphertext]) -> Result<Vec<Ciphertext>> {
-    let eval = ctx.eval();
+fn conjugates(eval: &Evaluator, z: &[Ciphertext]) -> Result<Vec<Ciphertext>> {
     Ok(z.par_iter()
         .map(|c| eval.conjugate(c))
         .collect::<std::result::Result<_, _>>()?)
@@ -882,7 +942,7 @@ fn dropped_to(ctx: &ServerContext, x: &[Ciphertext], level: usize) -> Result<Vec
 /// every real ciphertext the `z_m` pack.
 fn abs_squared_sum(ctx: &ServerContext, z: &[Ciphertext]) -> Result<Ciphertext> {
     let eval = ctx.eval();
-    let conj = conjugates(ctx, z)?;
+    let conj = conjugates(ctx.eval(), z)?;
     let pairs: Vec<(&Ciphertext, &Ciphertext)> = z.iter().zip(&conj).collect();
     Ok(eval.rescale(&eval.mul_sum(&pairs)?)?)
 }

@@ -217,7 +217,7 @@ fn wide_map_matches_its_definition() {
     };
     let xs = encrypt_wide(&params, &input_packing, &sk, &x).unwrap();
     assert_eq!(xs.len(), packed(3), "3 real ciphertexts, packed in 2");
-    let ys = wide_maps(&ctx, &xs, 3, s, nb, &maps).unwrap();
+    let ys = wide_maps(ctx.eval(), ctx.encoder(), &xs, 3, s, nb, &maps).unwrap();
     assert_eq!((ys[0].len(), ys[1].len()), (packed(5), packed(2)));
     for (y, (base, rows)) in ys.iter().zip([(0, w_out), (w_out, w_out2)]) {
         assert_eq!(y[0].level(), xs[0].level() - 1, "one level");

@@ -17,7 +17,7 @@
 
 use crate::ciphertext::Ciphertext;
 use crate::circuits::lintrans::LinearTransform;
-use crate::encoder::reduce_f64_integer;
+use crate::encoder::{reduce_f64_integer, scale_round};
 use crate::error::{CkksError, Result};
 use crate::evaluator::{Evaluator, SCALE_TOLERANCE};
 use crate::math::Modulus;
@@ -188,10 +188,7 @@ impl CompactEncoder {
         self.fft_special_inv(&mut v);
         let m = 2 * slots;
         let mut coeffs = vec![0f64; m];
-        for (i, c) in v.iter().enumerate() {
-            coeffs[i] = (c.re * scale).round_ties_even();
-            coeffs[i + slots] = (c.im * scale).round_ties_even();
-        }
+        scale_round(&mut coeffs, &v, scale, 1);
         let log_q: f64 = self.params.q()[..=level]
             .iter()
             .map(|&q| (q as f64).log2())
