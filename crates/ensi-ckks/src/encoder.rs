@@ -336,14 +336,23 @@ impl Encoder {
         scale: f64,
         log_slots: u32,
     ) -> Result<PlainCoefficients> {
+        self.round_unscaled(&self.unscaled_coefficients(values, log_slots)?, scale)
+    }
+
+    /// [`Self::encode_coefficients`] from the inverse FFT kept by
+    /// [`Self::unscaled_coefficients`].
+    pub fn round_unscaled(
+        &self,
+        unscaled: &UnscaledCoefficients,
+        scale: f64,
+    ) -> Result<PlainCoefficients> {
         if !(scale.is_finite() && scale >= 1.0) {
             return Err(CkksError::Encoding(format!(
                 "scale {scale} must be finite and >= 1"
             )));
         }
-        let unscaled = self.unscaled_coefficients(values, log_slots)?;
         let n = self.params.n();
-        let gap = n / (2 << log_slots);
+        let gap = n / (2 << unscaled.log_slots);
         let mut coeffs = vec![0f64; n];
         scale_round(&mut coeffs, &unscaled.v, scale, gap);
         let max = coeffs.iter().fold(0f64, |a, &c| a.max(c.abs()));
@@ -351,7 +360,7 @@ impl Encoder {
             coeffs,
             max,
             scale,
-            log_slots,
+            log_slots: unscaled.log_slots,
         })
     }
 

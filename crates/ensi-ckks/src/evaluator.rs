@@ -86,12 +86,16 @@ fn accumulate_products(
                     &cut(bs, start..end, b..e),
                     &cut(a_s, start..end, b..e),
                 );
+                // Both below q < 2^63: the plain sum cannot wrap, and one
+                // vectorized conditional subtraction reduces it.
                 for (o, t) in o0[b..e].iter_mut().zip(t0.iter()) {
-                    *o = m.add(*o, *t);
+                    *o += *t;
                 }
                 for (o, t) in o1[b..e].iter_mut().zip(t1.iter()) {
-                    *o = m.add(*o, *t);
+                    *o += *t;
                 }
+                kernels::reduce_once(m.value(), &mut o0[b..e]);
+                kernels::reduce_once(m.value(), &mut o1[b..e]);
             }
             start = end;
         }
@@ -397,12 +401,31 @@ impl Evaluator {
         &self,
         terms: &[(&Ciphertext, &crate::PlainCoefficients)],
     ) -> Result<Ciphertext> {
-        let (first, first_pt) = *terms
+        let cts: Vec<&Ciphertext> = terms.iter().map(|(ct, _)| *ct).collect();
+        let pts: Vec<Option<&crate::PlainCoefficients>> =
+            terms.iter().map(|(_, pt)| Some(*pt)).collect();
+        self.mul_coefficients_sums(&cts, &[pts])?
+            .pop()
+            .flatten()
+            .ok_or_else(|| CkksError::InvalidParameters("an empty sum of products".into()))
+    }
+
+    /// Several sums over the same ciphertexts at once: output o is
+    /// `sum_t cts[t] * pts[o][t]` as in [`Self::mul_coefficients_sum`] (a
+    /// `None` skips the term; an output without terms is `None`). Each
+    /// ciphertext limb is read from memory once for all outputs and reused
+    /// from cache: the products of a linear map's inner sums are bound by
+    /// reading the rotated inputs, which every output of the map shares.
+    pub fn mul_coefficients_sums(
+        &self,
+        cts: &[&Ciphertext],
+        pts: &[Vec<Option<&crate::PlainCoefficients>>],
+    ) -> Result<Vec<Option<Ciphertext>>> {
+        let first = *cts
             .first()
             .ok_or_else(|| CkksError::InvalidParameters("an empty sum of products".into()))?;
         let level = first.level();
-        let scale = first.scale * first_pt.scale();
-        for &(ct, pt) in terms {
+        for ct in cts {
             self.check(ct)?;
             if ct.level() != level {
                 return Err(CkksError::LevelTooLow {
@@ -410,43 +433,101 @@ impl Evaluator {
                     level: ct.level(),
                 });
             }
-            Self::check_slots(ct.log_slots, pt.log_slots())?;
             Self::check_slots(ct.log_slots, first.log_slots)?;
-            pt.check_level(&self.params, level)?;
-            Self::check_scales(ct.scale * pt.scale(), scale)?;
+        }
+        let mut scales = Vec::with_capacity(pts.len());
+        for row in pts {
+            if row.len() != cts.len() {
+                return Err(CkksError::InvalidParameters(format!(
+                    "{} plaintexts for {} ciphertexts",
+                    row.len(),
+                    cts.len()
+                )));
+            }
+            let mut scale = None;
+            for (ct, pt) in cts.iter().zip(row) {
+                let Some(pt) = pt else { continue };
+                Self::check_slots(ct.log_slots, pt.log_slots())?;
+                pt.check_level(&self.params, level)?;
+                let sc = ct.scale * pt.scale();
+                match scale {
+                    None => scale = Some(sc),
+                    Some(s) => Self::check_scales(sc, s)?,
+                }
+            }
+            scales.push(scale);
         }
         let ring = self.params.ring();
         let (n, limbs) = (ring.n(), level + 1);
-        // Residue limbs transformed at once: a few, so that they stay in
-        // cache until their products (each is N words).
-        const CHUNK: usize = 8;
-        let mut c0 = ring.scratch(limbs, 0, true);
-        let mut c1 = ring.scratch(limbs, 0, true);
-        c0.data
-            .par_chunks_mut(n)
-            .zip(c1.data.par_chunks_mut(n))
+        // Residue limbs transformed at once per output: a few, so that they
+        // and the ciphertext limbs they multiply stay in cache.
+        const CHUNK: usize = 4;
+        let mut outs: Vec<Option<(RnsPoly, RnsPoly)>> = scales
+            .iter()
+            .map(|s| s.map(|_| (ring.scratch(limbs, 0, true), ring.scratch(limbs, 0, true))))
+            .collect();
+        // Limb i of every output, so that the limbs run in parallel.
+        let mut per_limb: Vec<Vec<(usize, &mut [u64], &mut [u64])>> =
+            (0..limbs).map(|_| Vec::new()).collect();
+        for (o, out) in outs.iter_mut().enumerate() {
+            if let Some((c0, c1)) = out {
+                for (i, (a, b)) in c0.data.chunks_mut(n).zip(c1.data.chunks_mut(n)).enumerate() {
+                    per_limb[i].push((o, a, b));
+                }
+            }
+        }
+        per_limb
+            .into_par_iter()
             .enumerate()
-            .for_each(|(i, (o0, o1))| {
+            .for_each(|(i, mut limb_outs)| {
                 let (m, plan) = (&ring.moduli()[i], ring.plan(limbs, i));
-                let mut scratch = pool::take(CHUNK.min(terms.len()) * n);
-                for (c, chunk) in terms.chunks(CHUNK).enumerate() {
-                    for ((_, pt), x) in chunk.iter().zip(scratch.chunks_mut(n)) {
-                        pt.reduce_into(m, x);
-                        plan.forward(x);
+                let mut scratch = pool::take(CHUNK.min(cts.len()) * n);
+                let mut written = vec![false; pts.len()];
+                for start in (0..cts.len()).step_by(CHUNK) {
+                    let end = (start + CHUNK).min(cts.len());
+                    for (o, o0, o1) in limb_outs.iter_mut() {
+                        let mut xs: Vec<&[u64]> = Vec::with_capacity(CHUNK);
+                        let (mut bs, mut a_s) = (xs.clone(), xs.clone());
+                        let mut free: &mut [u64] = &mut scratch;
+                        for t in start..end {
+                            let Some(pt) = pts[*o][t] else { continue };
+                            let (x, rest) = std::mem::take(&mut free).split_at_mut(n);
+                            pt.reduce_into(m, x);
+                            plan.forward(x);
+                            xs.push(x);
+                            bs.push(cts[t].c0.limb(i));
+                            a_s.push(cts[t].c1.limb(i));
+                            free = rest;
+                        }
+                        if xs.is_empty() {
+                            continue;
+                        }
+                        accumulate_products(
+                            ring,
+                            limbs,
+                            i,
+                            (o0, o1),
+                            (&xs, &bs, &a_s),
+                            !written[*o],
+                        );
+                        written[*o] = true;
                     }
-                    let xs: Vec<&[u64]> = scratch.chunks(n).take(chunk.len()).collect();
-                    let bs: Vec<&[u64]> = chunk.iter().map(|(ct, _)| ct.c0.limb(i)).collect();
-                    let a_s: Vec<&[u64]> = chunk.iter().map(|(ct, _)| ct.c1.limb(i)).collect();
-                    accumulate_products(ring, limbs, i, (o0, o1), (&xs, &bs, &a_s), c == 0);
                 }
                 pool::give(scratch);
             });
-        Ok(Ciphertext {
-            c0,
-            c1,
-            scale,
-            log_slots: first.log_slots,
-        })
+        Ok(outs
+            .into_iter()
+            .zip(scales)
+            .map(|(out, scale)| {
+                let ((c0, c1), scale) = (out?, scale?);
+                Some(Ciphertext {
+                    c0,
+                    c1,
+                    scale,
+                    log_slots: first.log_slots,
+                })
+            })
+            .collect())
     }
 
     /// Residues of round(c) in each Q limb up to `level` (c an integer-valued f64 of any size).

@@ -503,6 +503,32 @@ fn plain_product_sums_equal_the_term_by_term_chain() {
             "{preset}"
         );
         assert!(e.mul_coefficients_sum(&[]).is_err());
+        // Several outputs over the same ciphertexts, some terms absent: each
+        // output is the single sum of its own terms, word for word.
+        let rows: Vec<Vec<Option<&PlainCoefficients>>> = (0..3usize)
+            .map(|o| {
+                coeffs
+                    .iter()
+                    .enumerate()
+                    .map(|(t, pc)| ((t + o) % 3 != 0).then_some(pc))
+                    .collect()
+            })
+            .chain(std::iter::once(vec![None; coeffs.len()]))
+            .collect();
+        let ct_refs: Vec<&Ciphertext> = cts.iter().collect();
+        let multi = e.mul_coefficients_sums(&ct_refs, &rows).unwrap();
+        assert_eq!(multi.len(), 4);
+        assert!(multi[3].is_none(), "an output without terms");
+        for (o, row) in rows.iter().take(3).enumerate() {
+            let single: Vec<(&Ciphertext, &PlainCoefficients)> = cts
+                .iter()
+                .zip(row)
+                .filter_map(|(ct, pc)| pc.map(|pc| (ct, pc)))
+                .collect();
+            let want = e.mul_coefficients_sum(&single).unwrap();
+            assert_eq!(multi[o].as_ref(), Some(&want), "{preset}, output {o}");
+        }
+        assert!(e.mul_coefficients_sums(&ct_refs, &[vec![None; 1]]).is_err());
         // Coefficients beyond the modulus at the ciphertexts' level are refused.
         let huge = c
             .encoder

@@ -273,7 +273,9 @@ pub type WideWeight<'a> = &'a (dyn Fn(usize, usize, &mut [f64]) -> bool + Sync);
 /// the baby rotations of every input (and of its conjugate) are hoisted and
 /// shared by all maps, each giant step costs one rotation, and a giant step's
 /// diagonals (pre-rotated in the clear) are encoded, multiplied and summed in
-/// one pass per input ([`ensi_ckks::Evaluator::mul_plain_sum`]) and dropped.
+/// one pass per input and dropped: each diagonal is only rounded
+/// ([`ensi_ckks::Encoder::encode_coefficients`]), its residues made, transformed
+/// and multiplied limb by limb in cache ([`ensi_ckks::Evaluator::mul_coefficients_sum`]).
 pub fn wide_maps(
     eval: &Evaluator,
     encoder: &Encoder,
@@ -318,100 +320,110 @@ pub fn wide_maps(
         .collect::<Result<_>>()?;
     drop(conj);
     let pt_scale = eval.params().q()[level] as f64;
-    let tasks: Vec<(usize, usize, usize)> = maps
+    // Every packed output of every map: (map, output ciphertext).
+    let flat: Vec<(usize, usize)> = maps
         .iter()
         .enumerate()
-        .flat_map(|(m, &(c_out, _))| {
-            (0..packed(c_out)).flat_map(move |o| (0..giants).map(move |g| (m, o, g)))
-        })
+        .flat_map(|(m, &(c_out, _))| (0..packed(c_out)).map(move |o| (m, o)))
         .collect();
     let slots = blocks * s;
-    let parts: Vec<Option<Ciphertext>> = tasks
-        .par_iter()
-        .map(|&(m, o, g)| {
-            let (c_out, w) = maps[m];
+    // One task per giant step computes it for every output at once, so that
+    // each baby rotation is read from memory once per giant step, not once per
+    // output ([`Evaluator::mul_coefficients_sums`]).
+    let parts: Vec<Vec<Option<Ciphertext>>> = (0..giants)
+        .into_par_iter()
+        .map(|g| {
             let shift = g * n1;
-            // Real output ciphertexts o (real part) and o + C' (imaginary part).
-            let outs = [o, o + packed(c_out)];
             let mut d = vec![vec![0.0; slots]; 4];
-            let mut acc: Option<Ciphertext> = None;
+            let mut acc: Vec<Option<Ciphertext>> = vec![None; flat.len()];
             for i in 0..cz {
                 let ins = [i, i + cz];
-                let mut pts: Vec<(&Ciphertext, PlainCoefficients)> = Vec::with_capacity(2 * n1);
-                for (j, (z_baby, conj_baby)) in babies[i].iter().zip(&babies[i + cz]).enumerate() {
-                    let k = shift + j;
-                    // d[2 a + c]: output outs[a] from input ins[c].
-                    let mut nonzero = false;
-                    for (idx, buf) in d.iter_mut().enumerate() {
-                        let (oc, ic) = (outs[idx / 2], ins[idx % 2]);
-                        for bp in 0..blocks {
-                            // Pre-rotated right by the giant step: block bp holds D_k[bp - shift].
-                            let b = (bp + blocks - shift) % blocks;
-                            let out = &mut buf[bp * s..(bp + 1) * s];
-                            if oc < c_out
-                                && ic < c_in
-                                && w(oc * blocks + b, ic * blocks + (b + k) % blocks, out)
-                            {
-                                nonzero = true;
-                            } else {
-                                out.fill(0.0);
+                // Terms: the baby rotations of z_i, then those of conj(z_i).
+                let cts: Vec<&Ciphertext> = babies[i].iter().chain(&babies[i + cz]).collect();
+                let mut pts: Vec<Vec<Option<PlainCoefficients>>> = Vec::with_capacity(flat.len());
+                for &(m, o) in &flat {
+                    let (c_out, w) = maps[m];
+                    // Real output ciphertexts o (real part) and o + C' (imaginary part).
+                    let outs = [o, o + packed(c_out)];
+                    let mut row: Vec<Option<PlainCoefficients>> = vec![None; 2 * n1];
+                    for j in 0..n1 {
+                        let k = shift + j;
+                        // d[2 a + c]: output outs[a] from input ins[c].
+                        let mut nonzero = false;
+                        for (idx, buf) in d.iter_mut().enumerate() {
+                            let (oc, ic) = (outs[idx / 2], ins[idx % 2]);
+                            for bp in 0..blocks {
+                                // Pre-rotated right by the giant step: block bp holds D_k[bp - shift].
+                                let b = (bp + blocks - shift) % blocks;
+                                let out = &mut buf[bp * s..(bp + 1) * s];
+                                if oc < c_out
+                                    && ic < c_in
+                                    && w(oc * blocks + b, ic * blocks + (b + k) % blocks, out)
+                                {
+                                    nonzero = true;
+                                } else {
+                                    out.fill(0.0);
+                                }
+                            }
+                        }
+                        if !nonzero {
+                            continue;
+                        }
+                        let (yx, yx2, y2x, y2x2) = (&d[0], &d[1], &d[2], &d[3]);
+                        // A multiplies z, B conj(z) (see above).
+                        let on_z: Vec<Complex64> = (0..slots)
+                            .map(|t| Complex64::new(yx[t] + y2x2[t], y2x[t] - yx2[t]) * 0.5)
+                            .collect();
+                        let on_conj: Vec<Complex64> = (0..slots)
+                            .map(|t| Complex64::new(yx[t] - y2x2[t], yx2[t] + y2x[t]) * 0.5)
+                            .collect();
+                        for (v, t) in [(on_z, j), (on_conj, n1 + j)] {
+                            if v.iter().any(|c| c.re != 0.0 || c.im != 0.0) {
+                                row[t] =
+                                    Some(encoder.encode_coefficients(&v, pt_scale, log_slots)?);
                             }
                         }
                     }
-                    if !nonzero {
-                        continue;
-                    }
-                    let (yx, yx2, y2x, y2x2) = (&d[0], &d[1], &d[2], &d[3]);
-                    // A multiplies z, B conj(z) (see above).
-                    let on_z: Vec<Complex64> = (0..slots)
-                        .map(|t| Complex64::new(yx[t] + y2x2[t], y2x[t] - yx2[t]) * 0.5)
-                        .collect();
-                    let on_conj: Vec<Complex64> = (0..slots)
-                        .map(|t| Complex64::new(yx[t] - y2x2[t], yx2[t] + y2x[t]) * 0.5)
-                        .collect();
-                    for (v, src) in [(on_z, z_baby), (on_conj, conj_baby)] {
-                        if v.iter().any(|c| c.re != 0.0 || c.im != 0.0) {
-                            pts.push((src, encoder.encode_coefficients(&v, pt_scale, log_slots)?));
-                        }
+                    pts.push(row);
+                }
+                let refs: Vec<Vec<Option<&PlainCoefficients>>> = pts
+                    .iter()
+                    .map(|row| row.iter().map(Option::as_ref).collect())
+                    .collect();
+                let sums = eval.mul_coefficients_sums(&cts, &refs)?;
+                for (a, part) in acc.iter_mut().zip(sums) {
+                    let Some(part) = part else { continue };
+                    match a.as_mut() {
+                        Some(a) => eval.add_assign(a, &part)?,
+                        None => *a = Some(part),
                     }
                 }
-                if pts.is_empty() {
-                    continue;
-                }
-                let terms: Vec<(&Ciphertext, &PlainCoefficients)> =
-                    pts.iter().map(|(c, pt)| (*c, pt)).collect();
-                let part = eval.mul_coefficients_sum(&terms)?;
-                match acc.as_mut() {
-                    Some(a) => eval.add_assign(a, &part)?,
-                    None => acc = Some(part),
-                }
             }
-            match acc {
-                Some(a) if shift > 0 => Ok(Some(eval.rotate(&a, (shift * s) as i64)?)),
-                other => Ok(other),
-            }
+            acc.into_iter()
+                .map(|a| match a {
+                    Some(a) if shift > 0 => Ok(Some(eval.rotate(&a, (shift * s) as i64)?)),
+                    other => Ok(other),
+                })
+                .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<_>>()?;
-    let mut parts = parts.into_iter();
+    let mut sums = (0..flat.len()).map(|f| {
+        let mut it = parts.iter().filter_map(|p| p[f].as_ref());
+        let y = match it.next() {
+            Some(y) => {
+                let mut y = y.clone();
+                for p in it {
+                    eval.add_assign(&mut y, p)?;
+                }
+                y
+            }
+            // An all-zero output ciphertext: zero at the product's scale.
+            None => eval.mul_const_scaled(first, Complex64::new(0.0, 0.0), pt_scale)?,
+        };
+        Ok(eval.rescale(&y)?)
+    });
     maps.iter()
-        .map(|&(c_out, _)| {
-            (0..packed(c_out))
-                .map(|_| {
-                    let mut it = parts.by_ref().take(giants).flatten();
-                    let y = match it.next() {
-                        Some(mut y) => {
-                            for p in it {
-                                eval.add_assign(&mut y, &p)?;
-                            }
-                            y
-                        }
-                        // An all-zero output ciphertext: zero at the product's scale.
-                        None => eval.mul_const_scaled(first, Complex64::new(0.0, 0.0), pt_scale)?,
-                    };
-                    Ok(eval.rescale(&y)?)
-                })
-                .collect()
-        })
+        .map(|&(c_out, _)| sums.by_ref().take(packed(c_out)).collect())
         .collect()
 }
 

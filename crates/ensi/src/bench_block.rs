@@ -1147,8 +1147,8 @@ fn run_attention(
         ));
         if keys_per_row < s_pad {
             not_run.push(NotRun {
-                what: "the softmax over a whole row of keys".into(),
-                why: format!("one head's {s_pad} score ciphertexts do not fit --max-mem-gib; rows of {keys_per_row} keys measured"),
+                what: "the column-layout softmax over a whole row of keys".into(),
+                why: format!("one head's {s_pad} score ciphertexts do not fit --max-mem-gib; rows of {keys_per_row} keys measured (the row-layout softmax has whole rows of {s_pad})"),
             });
         }
     }

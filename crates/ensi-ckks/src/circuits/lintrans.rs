@@ -15,8 +15,10 @@
 //! `M x = sum_j rot( sum_i rot(d_{n1 j + i}, -n1 j) * rot(x, i), n1 j )`.
 //! The baby rotations `rot(x, i)` share one key-switching decomposition
 //! ([`Evaluator::rotate_hoisted`]); the diagonals are rotated by `-n1 j` in the
-//! clear and encoded once ([`EncodedLinearTransform`]); each inner sum costs one
-//! giant rotation. `n1` is the power of two that minimizes the number of
+//! clear and encoded once ([`EncodedLinearTransform`]), or, when they are used
+//! once, rounded per giant step and reduced, transformed and multiplied limb by
+//! limb inside the inner sum ([`Evaluator::mul_coefficients_sum`]); each inner
+//! sum costs one giant rotation. `n1` is the power of two that minimizes the number of
 //! distinct rotations (about `sqrt(#diagonals)` for a dense matrix).
 //!
 //! # Level and scale
@@ -28,7 +30,7 @@
 //! lower at exactly `output_scale`.
 
 use crate::ciphertext::{Ciphertext, Plaintext};
-use crate::encoder::{Encoder, UnscaledCoefficients};
+use crate::encoder::{Encoder, PlainCoefficients, UnscaledCoefficients};
 use crate::error::{CkksError, Result};
 use crate::evaluator::{Evaluator, SCALE_TOLERANCE};
 use num_complex::Complex64;
@@ -114,13 +116,12 @@ impl PreparedLinearTransform {
         ct: &Ciphertext,
         output_scale: f64,
     ) -> Result<(Ciphertext, std::time::Duration)> {
-        let level = ct.level();
         let pt_scale = input_plaintext_scale(encoder, ct, self.log_slots, output_scale)?;
         let babies: BTreeSet<usize> = self.giants.values().flatten().map(|(i, _)| *i).collect();
         let encoding = std::cell::Cell::new(std::time::Duration::ZERO);
         let groups = self.giants.iter().map(|(&j, terms)| {
             let start = std::time::Instant::now();
-            let pts = encode_group(encoder, terms, level, pt_scale)?;
+            let pts = round_group(encoder, terms, pt_scale)?;
             encoding.set(encoding.get() + start.elapsed());
             Ok((j, pts))
         });
@@ -140,6 +141,36 @@ fn encode_group(
         .iter()
         .map(|(i, u)| Ok((*i, encoder.encode_unscaled(u, level, pt_scale)?)))
         .collect()
+}
+
+/// One giant step's prepared diagonals rounded at `pt_scale` (their residues
+/// are made inside the products, limb by limb: [`Evaluator::mul_coefficients_sum`]).
+fn round_group(
+    encoder: &Encoder,
+    terms: &[(usize, UnscaledCoefficients)],
+    pt_scale: f64,
+) -> Result<Vec<(usize, PlainCoefficients)>> {
+    terms
+        .iter()
+        .map(|(i, u)| Ok((*i, encoder.round_unscaled(u, pt_scale)?)))
+        .collect()
+}
+
+/// The inner sums of a giant step, for either form of its diagonals.
+trait InnerSum {
+    fn inner_sum(eval: &Evaluator, products: &[(&Ciphertext, &Self)]) -> Result<Ciphertext>;
+}
+
+impl InnerSum for Plaintext {
+    fn inner_sum(eval: &Evaluator, products: &[(&Ciphertext, &Self)]) -> Result<Ciphertext> {
+        eval.mul_plain_sum(products)
+    }
+}
+
+impl InnerSum for PlainCoefficients {
+    fn inner_sum(eval: &Evaluator, products: &[(&Ciphertext, &Self)]) -> Result<Ciphertext> {
+        eval.mul_coefficients_sum(products)
+    }
 }
 
 fn invalid(msg: String) -> CkksError {
@@ -420,7 +451,6 @@ impl LinearTransform {
         ct: &Ciphertext,
         output_scale: f64,
     ) -> Result<Ciphertext> {
-        let level = ct.level();
         let pt_scale = input_plaintext_scale(encoder, ct, self.log_slots, output_scale)?;
         let n1 = self.baby_step();
         let mut giants: BTreeMap<usize, Vec<(usize, &Vec<Complex64>)>> = BTreeMap::new();
@@ -432,9 +462,8 @@ impl LinearTransform {
             let pts = terms
                 .iter()
                 .map(|&(i, d)| {
-                    let pt = encoder.encode(
+                    let pt = encoder.encode_coefficients(
                         &rotated_right(d, n1 * j),
-                        level,
                         pt_scale,
                         self.log_slots,
                     )?;
@@ -518,7 +547,14 @@ impl EncodedLinearTransform {
             .giants
             .iter()
             .map(|(&j, terms)| Ok((j, terms.iter().map(|(i, pt)| (*i, pt)).collect::<Vec<_>>())));
-        baby_step_giant_step(eval, &ct, self.n1, &babies, groups, self.output_scale)
+        baby_step_giant_step::<Plaintext, _, _>(
+            eval,
+            &ct,
+            self.n1,
+            &babies,
+            groups,
+            self.output_scale,
+        )
     }
 }
 
@@ -526,7 +562,7 @@ impl EncodedLinearTransform {
 /// rotations of `ct` hoisted, then per giant step `j` (in the order `groups`
 /// yields them, each with its encoded diagonals) the inner sum, one giant
 /// rotation by `n1 j`, and one rescale at the end.
-fn baby_step_giant_step<P, G>(
+fn baby_step_giant_step<T, P, G>(
     eval: &Evaluator,
     ct: &Ciphertext,
     n1: usize,
@@ -535,7 +571,8 @@ fn baby_step_giant_step<P, G>(
     output_scale: f64,
 ) -> Result<Ciphertext>
 where
-    P: std::borrow::Borrow<Plaintext>,
+    T: InnerSum,
+    P: std::borrow::Borrow<T>,
     G: Iterator<Item = Result<(usize, Vec<(usize, P)>)>>,
 {
     let steps: Vec<i64> = babies.iter().map(|&i| i as i64).collect();
@@ -550,11 +587,11 @@ where
         if terms.is_empty() {
             continue;
         }
-        let products: Vec<(&Ciphertext, &Plaintext)> = terms
+        let products: Vec<(&Ciphertext, &T)> = terms
             .iter()
             .map(|(i, pt)| (&rotated[i], pt.borrow()))
             .collect();
-        let mut inner = eval.mul_plain_sum(&products)?;
+        let mut inner = T::inner_sum(eval, &products)?;
         if j != 0 {
             inner = eval.rotate(&inner, (n1 * j) as i64)?;
         }
