@@ -79,7 +79,8 @@ fn check_coefficient_bound(params: &Parameters, max: f64, level: usize) -> Resul
         .iter()
         .map(|&q| (q as f64).log2())
         .sum();
-    if !(max < (log_q - 1.0).exp2()) {
+    // NaN fails this too.
+    if max.partial_cmp(&(log_q - 1.0).exp2()) != Some(std::cmp::Ordering::Less) {
         return Err(CkksError::Encoding(format!(
             "coefficient 2^{:.1} exceeds the modulus 2^{log_q:.1} at level {level}; lower the scale",
             max.log2()

@@ -48,6 +48,12 @@ fn cut<'a>(
     v[rows].iter().map(|x| &x[cols.clone()]).collect()
 }
 
+/// One limb of each factor of a sum of products: `(x_t, b_t, a_t)` by term.
+type LimbTerms<'a, 'b> = (&'a [&'b [u64]], &'a [&'b [u64]], &'a [&'b [u64]]);
+
+/// Limb i of one output's two halves, with the output's index.
+type OutputLimb<'a> = (usize, &'a mut [u64], &'a mut [u64]);
+
 /// Limb `i` of `(sum_t x_t b_t, sum_t x_t a_t)` written (`overwrite`) or
 /// added into `out`: lazily with IFMA below 2^50 (one reduction per output
 /// and per [`kernels::MAX_LAZY_TERMS`] terms, the accumulators read once per
@@ -57,7 +63,7 @@ fn accumulate_products(
     limbs: usize,
     i: usize,
     out: (&mut [u64], &mut [u64]),
-    terms: (&[&[u64]], &[&[u64]], &[&[u64]]),
+    terms: LimbTerms,
     overwrite: bool,
 ) {
     const BLOCK: usize = 512;
@@ -467,8 +473,7 @@ impl Evaluator {
             .map(|s| s.map(|_| (ring.scratch(limbs, 0, true), ring.scratch(limbs, 0, true))))
             .collect();
         // Limb i of every output, so that the limbs run in parallel.
-        let mut per_limb: Vec<Vec<(usize, &mut [u64], &mut [u64])>> =
-            (0..limbs).map(|_| Vec::new()).collect();
+        let mut per_limb: Vec<Vec<OutputLimb>> = (0..limbs).map(|_| Vec::new()).collect();
         for (o, out) in outs.iter_mut().enumerate() {
             if let Some((c0, c1)) = out {
                 for (i, (a, b)) in c0.data.chunks_mut(n).zip(c1.data.chunks_mut(n)).enumerate() {

@@ -33,9 +33,10 @@
 //! around the ternary weights folded into the diagonals (BitNet scale, the
 //! RMSNorm gain, RoPE's per-token cos/sin, 1/sqrt(d_head) and the sigmoid's
 //! input map, the column order of `Heads`, GQA's sharing of KV heads). One
-//! level each, whatever they carry. The diagonals are encoded as they are
-//! used (a 1536 x 1536 map has 9216 of them, 60 GB encoded), one giant step
-//! at a time.
+//! level each, whatever they carry. The diagonals are made as they are used
+//! (a 1536 x 1536 map has 9216 of them, 60 GB encoded), one giant step at a
+//! time, for every output at once: each is only rounded, and its residues are
+//! reduced, transformed and multiplied limb by limb inside the products.
 //!
 //! Attention runs over the token shifts delta = 0..s, in chunks of 8: with
 //! `K_delta = rot(K, -delta)` (per ciphertext and chunk one rotation to the
