@@ -824,6 +824,48 @@ impl Evaluator {
         self.relinearize_rescale(&self.tensor(a, b)?)
     }
 
+    /// `rescale(k a b - minus + constant)`: the product scaled by an integer,
+    /// less a ciphertext at the product's level and scale, plus a real
+    /// constant, all added to the tensor before the relinearization's ModDown,
+    /// which also rescales (one key switch, one level). This is the Chebyshev
+    /// recurrence `T_{m+n} = 2 T_m T_n - T_{m-n}` (or `T_{2m} = 2 T_m^2 - 1`) in
+    /// one pass; the result equals the separate operations' up to rounding.
+    pub fn mul_scaled_sub_rescale(
+        &self,
+        a: &Ciphertext,
+        b: &Ciphertext,
+        k: i64,
+        minus: Option<&Ciphertext>,
+        constant: f64,
+    ) -> Result<Ciphertext> {
+        let mut t = self.tensor(a, b)?;
+        let ring = self.params.ring();
+        let level = t.d2.q_limbs() - 1;
+        if k != 1 {
+            let r: Vec<u64> = ring.q()[..=level].iter().map(|m| m.reduce_i64(k)).collect();
+            for d in [&mut t.d0, &mut t.d1, &mut t.d2] {
+                ring.mul_scalar_rns(d, &r);
+            }
+        }
+        if let Some(c) = minus {
+            self.check(c)?;
+            Self::check_slots(c.log_slots, t.log_slots)?;
+            Self::check_scales(c.scale, t.scale)?;
+            if c.level() != level {
+                return Err(CkksError::LevelTooLow {
+                    needed: level,
+                    level: c.level(),
+                });
+            }
+            ring.sub_assign(&mut t.d0, &c.c0);
+            ring.sub_assign(&mut t.d1, &c.c1);
+        }
+        if constant != 0.0 {
+            ring.add_scalar_rns(&mut t.d0, &self.integer_residues(constant * t.scale, level));
+        }
+        self.relinearize_rescale(&t)
+    }
+
     /// Divides by the top prime q_l (rounding) and drops it: level - 1, scale / q_l.
     pub fn rescale(&self, ct: &Ciphertext) -> Result<Ciphertext> {
         self.check(ct)?;

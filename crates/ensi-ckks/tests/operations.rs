@@ -130,6 +130,50 @@ fn multiplicative_operations() {
     let ct = e.rescale(&e.mul_plain(&ca, &pb).unwrap()).unwrap();
     assert_precision("mul_plain + rescale", &c.decrypt(&ct), &prod, 20.0);
 
+    // rescale(2 a b - m + 0.25) in one ModDown: m at the product's level and scale.
+    let m = random_values(c.slots(), 9);
+    let prod_scale = ca.scale() * cb.scale();
+    let level = ca.level();
+    let pm = c
+        .encoder
+        .encode(&m, level, prod_scale, c.params.log_slots())
+        .unwrap();
+    let cm = Encryptor::with_secret_key(&c.params, &c.sk)
+        .encrypt(&pm)
+        .unwrap();
+    let fused = e
+        .mul_scaled_sub_rescale(&ca, &cb, 2, Some(&cm), 0.25)
+        .unwrap();
+    let want: Vec<_> = a
+        .iter()
+        .zip(&b)
+        .zip(&m)
+        .map(|((x, y), z)| 2.0 * x * y - z + 0.25)
+        .collect();
+    assert_eq!(fused.level(), level - 1);
+    assert_precision("mul_scaled_sub_rescale", &c.decrypt(&fused), &want, 18.0);
+    let chain = e
+        .rescale(
+            &e.add_const(
+                &e.sub(&e.mul_int(&e.mul(&ca, &cb).unwrap(), 2).unwrap(), &cm)
+                    .unwrap(),
+                Complex64::new(0.25, 0.0),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    assert!((fused.scale() / chain.scale() - 1.0).abs() < 1e-12);
+    assert_precision(
+        "mul_scaled_sub_rescale against the separate steps",
+        &c.decrypt(&fused),
+        &c.decrypt(&chain),
+        18.0,
+    );
+    let low = e.drop_to_level(&cm, level - 1).unwrap();
+    assert!(e
+        .mul_scaled_sub_rescale(&ca, &cb, 2, Some(&low), 0.0)
+        .is_err());
+
     let k = Complex64::new(-0.3, 0.7);
     let times_k: Vec<_> = a.iter().map(|x| x * k).collect();
     let ct = e.mul_const(&ca, k).unwrap();

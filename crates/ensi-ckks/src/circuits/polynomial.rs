@@ -366,6 +366,30 @@ pub(crate) trait Backend {
     fn drop_to_level(&self, ct: &Self::Ct, level: usize) -> Result<Self::Ct>;
     fn mul_relin(&self, a: &Self::Ct, b: &Self::Ct) -> Result<Self::Ct>;
     fn rescale(&self, ct: &Self::Ct) -> Result<Self::Ct>;
+    /// `rescale(mul_relin(a, b))`: the same level and scale; a backend may
+    /// fuse the two (one ModDown instead of a relinearization and a rescale).
+    fn mul_relin_rescale(&self, a: &Self::Ct, b: &Self::Ct) -> Result<Self::Ct> {
+        self.rescale(&self.mul_relin(a, b)?)
+    }
+    /// `rescale(2 a b - minus + constant)`, `minus` at the product's level
+    /// and scale; a backend may fuse it (the additions on the tensor, one
+    /// ModDown for relinearization and rescale).
+    fn mul_twice_sub_rescale(
+        &self,
+        a: &Self::Ct,
+        b: &Self::Ct,
+        minus: Option<&Self::Ct>,
+        constant: f64,
+    ) -> Result<Self::Ct> {
+        let mut p = self.mul_int(&self.mul_relin(a, b)?, 2)?;
+        if let Some(m) = minus {
+            p = self.sub(&p, m)?;
+        }
+        if constant != 0.0 {
+            p = self.add_const(&p, constant)?;
+        }
+        self.rescale(&p)
+    }
     fn mul_int(&self, ct: &Self::Ct, k: i64) -> Result<Self::Ct>;
     fn mul_const_scaled(&self, ct: &Self::Ct, c: f64, const_scale: f64) -> Result<Self::Ct>;
     fn add_const(&self, ct: &Self::Ct, c: f64) -> Result<Self::Ct>;
@@ -413,6 +437,18 @@ impl Backend for HeBackend<'_> {
     }
     fn rescale(&self, ct: &Ciphertext) -> Result<Ciphertext> {
         self.eval.rescale(ct)
+    }
+    fn mul_relin_rescale(&self, a: &Ciphertext, b: &Ciphertext) -> Result<Ciphertext> {
+        self.eval.mul_rescale(a, b)
+    }
+    fn mul_twice_sub_rescale(
+        &self,
+        a: &Ciphertext,
+        b: &Ciphertext,
+        minus: Option<&Ciphertext>,
+        constant: f64,
+    ) -> Result<Ciphertext> {
+        self.eval.mul_scaled_sub_rescale(a, b, 2, minus, constant)
     }
     fn mul_int(&self, ct: &Ciphertext, k: i64) -> Result<Ciphertext> {
         self.eval.mul_int(ct, k)
@@ -575,6 +611,11 @@ impl<'b, B: Backend> Circuit<'b, B> {
         self.be.mul_relin(a, b)
     }
 
+    fn mul_relin_rescale(&self, a: &B::Ct, b: &B::Ct) -> Result<B::Ct> {
+        self.mults.set(self.mults.get() + 1);
+        self.be.mul_relin_rescale(a, b)
+    }
+
     /// Makes sure T_i is in the basis, at depth ceil(log2 i) below T_1.
     fn ensure_power(&self, pb: &mut PowerBasis<B::Ct>, i: usize) -> Result<()> {
         if pb.powers.contains_key(&i) {
@@ -589,18 +630,21 @@ impl<'b, B: Backend> Circuit<'b, B> {
             self.ensure_power(pb, a - b)?;
         }
         let be = self.be;
-        let two_ab = be.mul_int(&self.mul_relin(&pb.powers[&a], &pb.powers[&b])?, 2)?;
-        let unscaled = if a == b {
+        let (ta, tb) = (&pb.powers[&a], &pb.powers[&b]);
+        // The product's level and scale, where the recurrence's other terms are added.
+        let (level, scale) = (be.level(ta).min(be.level(tb)), be.scale(ta) * be.scale(tb));
+        self.mults.set(self.mults.get() + 1);
+        let power = if a == b {
             // T_2a = 2 T_a^2 - 1; the constant is added at the product's scale, before the rescale.
-            be.add_const(&two_ab, -1.0)?
+            be.mul_twice_sub_rescale(ta, tb, None, -1.0)?
         } else {
             // T_{a+b} = 2 T_a T_b - T_{a-b}, with T_{a-b} brought to the product's scale
             // by a constant 1 encoded at the ratio (no level: both share the rescale).
-            let t = be.drop_to_level(&pb.powers[&(a - b)], be.level(&two_ab))?;
-            let t = be.mul_const_scaled(&t, 1.0, be.scale(&two_ab) / be.scale(&t))?;
-            be.sub(&two_ab, &t)?
+            let t = be.drop_to_level(&pb.powers[&(a - b)], level)?;
+            let t = be.mul_const_scaled(&t, 1.0, scale / be.scale(&t))?;
+            be.mul_twice_sub_rescale(ta, tb, Some(&t), 0.0)?
         };
-        pb.powers.insert(i, be.rescale(&unscaled)?);
+        pb.powers.insert(i, power);
         Ok(())
     }
 
@@ -667,7 +711,7 @@ impl<'b, B: Backend> Circuit<'b, B> {
         } else {
             // q is asked for the scale that makes q * T_n rescale exactly onto `scale`.
             let qc = self.node(pb, &q, level + 1, scale * be.q(level + 1) / giant_scale)?;
-            be.rescale(&self.mul_relin(&qc, &pb.powers[&n])?)?
+            self.mul_relin_rescale(&qc, &pb.powers[&n])?
         };
         let rc = self.node(pb, &r, level, scale)?;
         be.add(&quotient, &rc)
@@ -741,7 +785,7 @@ impl<'b, B: Backend> Circuit<'b, B> {
             });
         }
         let s = be.scale(y);
-        let y2 = be.rescale(&self.mul_relin(y, y)?)?;
+        let y2 = self.mul_relin_rescale(y, y)?;
         // -0.5 x at level lam with the scale that makes y2 * (-0.5 x y) land on s * q_{lam-1}.
         let b_scale = s * be.q(lam - 1) / be.scale(&y2);
         let xh_scale = b_scale * be.q(lam) / s;
@@ -751,7 +795,7 @@ impl<'b, B: Backend> Circuit<'b, B> {
             -0.5,
             xh_scale * be.q(lam + 1) / be.scale(&xd),
         )?)?;
-        let xy = be.rescale(&self.mul_relin(&xh, y)?)?;
+        let xy = self.mul_relin_rescale(&xh, y)?;
         let cube = self.mul_relin(&y2, &xy)?;
         let lin = be.drop_to_level(y, lam - 1)?;
         let lin = be.mul_const_scaled(&lin, 1.5, be.scale(&cube) / s)?;
