@@ -12,7 +12,7 @@ use std::sync::Mutex;
 /// Buffers smaller than this many words are not pooled.
 const MIN_WORDS: usize = 1 << 12;
 /// Upper bound on the memory the pool keeps.
-pub const MAX_BYTES: usize = 3 << 30;
+pub const MAX_BYTES: usize = 1 << 30;
 
 struct Pool {
     free: Vec<Vec<u64>>,
