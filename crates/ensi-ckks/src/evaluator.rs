@@ -164,6 +164,26 @@ impl Evaluator {
         Ok(())
     }
 
+    /// The ciphertexts of a sum of products: valid, at `first`'s level and
+    /// slot count.
+    fn check_sum_operands<'c>(
+        &self,
+        cts: impl Iterator<Item = &'c Ciphertext>,
+        first: &Ciphertext,
+    ) -> Result<()> {
+        for ct in cts {
+            self.check(ct)?;
+            if ct.level() != first.level() {
+                return Err(CkksError::LevelTooLow {
+                    needed: first.level(),
+                    level: ct.level(),
+                });
+            }
+            Self::check_slots(ct.log_slots, first.log_slots)?;
+        }
+        Ok(())
+    }
+
     fn check_scales(a: f64, b: f64) -> Result<()> {
         if ((a / b) - 1.0).abs() > SCALE_TOLERANCE {
             return Err(CkksError::ScaleMismatch {
@@ -361,16 +381,9 @@ impl Evaluator {
             .ok_or_else(|| CkksError::InvalidParameters("an empty sum of products".into()))?;
         let level = first.level();
         let scale = first.scale * first_pt.scale;
+        self.check_sum_operands(terms.iter().map(|(ct, _)| *ct), first)?;
         for &(ct, pt) in terms {
-            self.check(ct)?;
-            if ct.level() != level {
-                return Err(CkksError::LevelTooLow {
-                    needed: level,
-                    level: ct.level(),
-                });
-            }
             Self::check_slots(ct.log_slots, pt.log_slots)?;
-            Self::check_slots(ct.log_slots, first.log_slots)?;
             self.check_plain(pt, level)?;
             Self::check_scales(ct.scale * pt.scale, scale)?;
         }
@@ -431,16 +444,7 @@ impl Evaluator {
             .first()
             .ok_or_else(|| CkksError::InvalidParameters("an empty sum of products".into()))?;
         let level = first.level();
-        for ct in cts {
-            self.check(ct)?;
-            if ct.level() != level {
-                return Err(CkksError::LevelTooLow {
-                    needed: level,
-                    level: ct.level(),
-                });
-            }
-            Self::check_slots(ct.log_slots, first.log_slots)?;
-        }
+        self.check_sum_operands(cts.iter().copied(), first)?;
         let mut scales = Vec::with_capacity(pts.len());
         for row in pts {
             if row.len() != cts.len() {
