@@ -74,7 +74,7 @@ impl PlainCoefficients {
 
 /// Refuses coefficients of magnitude `max` at `level` if they reach half the
 /// modulus there.
-fn check_coefficient_bound(params: &Parameters, max: f64, level: usize) -> Result<()> {
+pub(crate) fn check_coefficient_bound(params: &Parameters, max: f64, level: usize) -> Result<()> {
     let log_q: f64 = params.q()[..=level]
         .iter()
         .map(|&q| (q as f64).log2())
@@ -309,22 +309,12 @@ impl Encoder {
                 level: self.params.max_level(),
             });
         }
-        if !(scale.is_finite() && scale >= 1.0) {
-            return Err(CkksError::Encoding(format!(
-                "scale {scale} must be finite and >= 1"
-            )));
-        }
-        let log_slots = unscaled.log_slots;
-        let slots = self.check_slots(log_slots)?;
-        let n = self.params.n();
-        let gap = n / (2 * slots);
-        let mut coeffs = vec![0f64; n];
-        scale_round(&mut coeffs, &unscaled.v, scale, gap);
-        let poly = self.coeffs_to_poly(&coeffs, level)?;
+        let rounded = self.round_unscaled(unscaled, scale)?;
+        let poly = self.coefficients_to_poly(&rounded, level)?;
         Ok(Plaintext {
             poly,
             scale,
-            log_slots,
+            log_slots: unscaled.log_slots,
         })
     }
 
@@ -353,7 +343,7 @@ impl Encoder {
             )));
         }
         let n = self.params.n();
-        let gap = n / (2 << unscaled.log_slots);
+        let gap = n / (2 * self.check_slots(unscaled.log_slots)?);
         let mut coeffs = vec![0f64; n];
         scale_round(&mut coeffs, &unscaled.v, scale, gap);
         let max = coeffs.iter().fold(0f64, |a, &c| a.max(c.abs()));
@@ -377,18 +367,20 @@ impl Encoder {
         self.encode(&v, level, scale, log_slots)
     }
 
-    /// Rounded real coefficients -> RNS polynomial in NTT form at `level`.
-    fn coeffs_to_poly(&self, coeffs: &[f64], level: usize) -> Result<crate::ring::RnsPoly> {
+    /// Rounded coefficients -> RNS polynomial in NTT form at `level`.
+    fn coefficients_to_poly(
+        &self,
+        rounded: &PlainCoefficients,
+        level: usize,
+    ) -> Result<crate::ring::RnsPoly> {
+        rounded.check_level(&self.params, level)?;
         let ring = self.params.ring();
-        let max = coeffs.iter().fold(0f64, |a, &c| a.max(c.abs()));
-        check_coefficient_bound(&self.params, max, level)?;
         // Every limb is written below.
         let mut poly = ring.scratch(level + 1, 0, false);
-        let n = ring.n();
         poly.data
-            .par_chunks_mut(n)
+            .par_chunks_mut(ring.n())
             .enumerate()
-            .for_each(|(i, limb)| reduce_limb(&ring.q()[i], limb, coeffs, max));
+            .for_each(|(i, limb)| rounded.reduce_into(&ring.q()[i], limb));
         ring.ntt(&mut poly);
         Ok(poly)
     }

@@ -17,7 +17,7 @@
 
 use crate::ciphertext::Ciphertext;
 use crate::circuits::lintrans::LinearTransform;
-use crate::encoder::{reduce_f64_integer, scale_round};
+use crate::encoder::{check_coefficient_bound, reduce_f64_integer, scale_round};
 use crate::error::{CkksError, Result};
 use crate::evaluator::{Evaluator, SCALE_TOLERANCE};
 use crate::math::Modulus;
@@ -189,17 +189,8 @@ impl CompactEncoder {
         let m = 2 * slots;
         let mut coeffs = vec![0f64; m];
         scale_round(&mut coeffs, &v, scale, 1);
-        let log_q: f64 = self.params.q()[..=level]
-            .iter()
-            .map(|&q| (q as f64).log2())
-            .sum();
         let max = coeffs.iter().fold(0f64, |a, &c| a.max(c.abs()));
-        if !max.is_finite() || max >= (log_q - 1.0).exp2() {
-            return Err(CkksError::Encoding(format!(
-                "coefficient 2^{:.1} exceeds the modulus 2^{log_q:.1} at level {level}; lower the scale",
-                max.log2()
-            )));
-        }
+        check_coefficient_bound(&self.params, max, level)?;
         let mut out = vec![0u64; (level + 1) * m];
         let mut f = vec![0u64; m];
         for (limb, ntt) in out.chunks_mut(m).zip(ntts) {
