@@ -13,7 +13,7 @@
 //! | q/k/v (ternary, additions only) | 0 | |
 //! | RoPE (scales folded into its plaintexts) | 1 | |
 //! | QK^T per diagonal (one relinearization per head and shift) | 1 | |
-//! | sigmoid, degree 16 (input already in [-1, 1]) | 5 | |
+//! | sigmoid, degree 15 (input already in [-1, 1]) | 4 | |
 //! | AV (causal mask and value scale folded on the value side) | 1 | o at L-9 |
 //! | sub-norm: `ss` of o, bootstrap it, `1/sqrt`, times o | 1 | o_proj input at L-10 |
 //! | o_proj (ternary) + residual | 0 | residual at 2 |

@@ -47,10 +47,10 @@
 //! | q, k, v block maps (gamma, RoPE, scales folded) | 1 | L-1 |
 //! | shift k and v by delta (hoisted rotations, masks) | 1 | L-2 |
 //! | `q * k`, sum over j | 1 | L-3 |
-//! | sigmoid (degree 16, input already in [-1, 1]) | 5 | L-8 |
-//! | `A * v`, sum over delta | 1 | o at L-9 |
+//! | sigmoid (degree 15, input already in [-1, 1]) | 4 | L-7 (a level to spare from here) |
+//! | `A * v`, sum over delta | 1 | o at L-8 |
 //! | sub-norm: ss of o (masked square), bootstrap, 1/sqrt | | |
-//! | o_proj block map (gamma folded), times r | 2 | L-11 = 1 |
+//! | o_proj block map (gamma folded), times r | 2 | L-10, dropped to 1 |
 //! | MLP main norm | as above | L |
 //! | gate, up block maps | 1 | L-1 |
 //! | activation (degree 31 + affine) | 6 | L-7 |

@@ -38,20 +38,36 @@
 //! time, for every output at once: each is only rounded, and its residues are
 //! reduced, transformed and multiplied limb by limb inside the products.
 //!
-//! Attention runs over the token shifts delta = 0..s, in chunks of 8: with
-//! `K_delta = rot(K, -delta)` (per ciphertext and chunk one rotation to the
-//! chunk's first shift, then hoisted rotations by 1..8, so that s/8 + 6
-//! keys serve every shift),
-//! `sum_m Q_m conj(K_delta,m)` (one relinearization), a rotate-and-sum over
-//! the feature groups and the real part (plus its conjugate) give the score of (head h, query t, key t - delta) in every
-//! block of head h; the sigmoid runs on it; `A_delta V_delta` with
-//! `V_delta = rot(V, -delta)` masked to the keys at or before the query and
-//! among the real tokens is summed over delta per value ciphertext (one
-//! relinearization per chunk). A query slot t < delta reads, through the
-//! rotation, the last keys of the neighbouring block: a dot product of a
-//! query with another head's (or a permuted) key, bounded like any score by
-//! |q| |k|, so inside the sigmoid's interval when the real scores are; the
-//! mask on V zeroes its weight.
+//! Attention runs over the token shifts delta = 0..s, two at a time (delta
+//! and delta + s/2) and in chunks of 8 such pairs. One product ciphertext
+//! carries both scores of a pair: with `K+ = K + i rot(K, -s/2)` and
+//! `K- = conj(K) + i rot(conj(K), -s/2)` (made once), shifted by delta (per
+//! ciphertext and chunk one rotation to the chunk's first shift, then hoisted
+//! rotations by 1..8),
+//! `Y = sum_m Q_m rot(K-_m, -delta) + conj(Q_m) rot(K+_m, -delta)` (one
+//! relinearization) holds, per feature group, a partial sum of
+//! `(R_delta + i R_(delta + s/2)) / 2`, R the real scores
+//! (`Q conj(K) + conj(Q) K = 2 Re(Q conj(K))` sums both packed halves).
+//! **Packed scores.** A score summed over the G = B / H' feature groups of a
+//! ciphertext would stand in all G of them; instead G scores share one
+//! ciphertext, score `p G + g` in group g: `W = sum_r rot(sum_sigma M_(g_sigma + r)
+//! Y_sigma, r groups)` with M_g the 0/1 mask of group g and Y_sigma = Y or
+//! -i Y (the imaginary half), then `W + conj(W)` (the real part). One mask
+//! level and G - 1 rotations per G scores, where a rotate-and-sum per score
+//! took log2 G; the sigmoid then runs on s / G ciphertexts instead of s (8,
+//! not 128, at 1bitllm-large). Its output A is rotated by whole groups
+//! (hoisted), so that `rot(A, r groups)` holds in group f the weight of
+//! score `p G + (f + r) mod G`, and multiplied by `V_(p,r) = sum_f M_f
+//! V_sigma` (the values of that score's shift in group f, `V_delta = rot(V,
+//! -delta)` masked to the keys at or before the query and among the real
+//! tokens): `o_m = sum_(p,r) rot(A_p, r) V_(p,r),m`, one relinearization per
+//! chunk. The value side has levels to spare (v is computed two levels above
+//! A); the score side pays the packing's level with the sigmoid's degree: 15
+//! (depth 4) instead of ENSI's 16 (depth 5). A query slot t < delta reads,
+//! through the rotation, the last keys of the neighbouring block: a dot
+//! product of a query with another head's (or a permuted) key, bounded like
+//! any score by |q| |k|, so inside the sigmoid's interval when the real
+//! scores are; the causal mask on V zeroes its weight.
 //!
 //! Level budget (`L` = 11, the full-slot bootstrap's output level with two
 //! SlotsToCoeffs levels; residual at level 1, scale 2^[`wide_residual_log_scale`]):
@@ -61,16 +77,17 @@
 //! | main norm: `ss = sum_m sum_c x^2`, rotate-and-sum, bootstrap ss, 1/sqrt | 1 | residual 1 -> 0 |
 //! | `x * r * K` per ciphertext, bootstrap each | 1 | 0 -> L |
 //! | q, k maps (gamma, RoPE, scales folded) | 1 | L-1 |
-//! | v map, from the normed state dropped to L-5 | 1 | L-6 |
-//! | v masked per shift | 1 | L-7 |
-//! | `sum_m q_m k_delta,m`, sum over feature groups | 1 | L-2 |
-//! | sigmoid (degree 16, input already in [-1, 1]) | 5 | L-7 |
-//! | `sum_delta A_delta v_delta` | 1 | o at L-8 |
+//! | v map, from the normed state dropped to L-4 | 1 | L-5 |
+//! | v masked per shift (causal), then per feature group | 2 | L-7 |
+//! | `Y = sum_m q_m K-_delta,m + conj(q_m) K+_delta,m` | 1 | L-2 |
+//! | pack G scores per ciphertext (group masks, rotations, real part) | 1 | L-3 |
+//! | sigmoid (degree 15, input already in [-1, 1]) | 4 | L-7 |
+//! | `sum_(p,r) rot(A_p, r) V_(p,r)` | 1 | o at L-8 |
 //! | sub-norm: ss of o, bootstrap ss, 1/sqrt | 2 (on a copy) | |
 //! | o_proj map (gamma folded), times r | 2 | L-10 = 1 |
 //! | MLP main norm | as above | L |
-//! | gate map; up map from the normed state dropped to L-6 | 1 | L-1; L-7 |
-//! | activation (degree 31 + affine) | 6 | L-7 |
+//! | gate map (its input map folded), from the normed state dropped to L-1; up map from L-6 | 1 | L-2; L-7 |
+//! | activation (degree 31 on [-1, 1]) | 5 | L-7 |
 //! | gate * up | 1 | L-8 |
 //! | sub-norm, down map, times r | 2 | L-10 = 1 |
 //!
@@ -103,8 +120,8 @@ use std::time::Instant;
 /// (`C_in n1` ciphertexts): 256 at 1bitllm-large is about 3 GB.
 const MAX_BABIES: usize = 256;
 
-/// Token shifts processed together in attention: their rotated keys and
-/// values are held at once (2 C_h per shift).
+/// Token shifts processed together in attention, each with its partner s/2
+/// further: their rotated keys and values are held at once (4 C_h per shift).
 const SHIFT_CHUNK: usize = 8;
 
 /// The sizes of the wide layouts for one model and token count.
@@ -143,6 +160,11 @@ impl WideShape {
                 "not a wide packing: {:?} layout, {s} token slots, {blocks} blocks",
                 packing.layout
             )));
+        }
+        if s < 2 {
+            return Err(InferError::Shape(
+                "the wide layout pairs token shifts: it needs at least 2 token slots".into(),
+            ));
         }
         let heads_pad = cfg.num_heads.next_power_of_two();
         if heads_pad > blocks
@@ -199,17 +221,22 @@ impl WideShape {
         for (c_in, outs) in self.maps() {
             steps.extend(map_rotations(c_in, outs, self.s, self.blocks));
         }
-        // Token shifts of keys and values: delta = c a + b, a giant rotation
-        // by c a per chunk of c shifts, then hoisted baby rotations by b.
-        let c = SHIFT_CHUNK.min(self.s) as i64;
+        // Token shifts of keys and values: delta = c a + b < s/2, a giant
+        // rotation by c a per chunk of c shifts, then hoisted baby rotations
+        // by b; the shifts s/2 further start with one rotation by s/2.
+        let c = SHIFT_CHUNK.min(self.s / 2) as i64;
         steps.extend((1..c).map(|b| -b));
-        steps.extend((1..s / c).map(|a| -c * a));
-        // Sums over all blocks (norms) and over feature groups (scores).
+        steps.extend((1..s / 2 / c).map(|a| -c * a));
+        steps.push(-s / 2);
+        // Sums over all blocks (norms).
         let mut m = 1;
         while m < self.blocks {
             steps.push(m as i64 * s);
             m *= 2;
         }
+        // Packed scores: every rotation by whole feature groups.
+        let group = (self.heads_pad * self.s) as i64;
+        steps.extend((1..self.j_per_ct() as i64).map(|r| r * group));
         steps.retain(|&x| x != 0);
         steps.sort_unstable();
         steps.dedup();
@@ -543,12 +570,27 @@ impl EncryptedModel {
         let (y, k_norm) = self.wide_norm(ctx, &sh, x)?;
         record("attn_norm", &y, 1.0 / k_norm, Some(&w.input_norm));
         let sig = &self.polys().sigmoid;
+        // The sigmoid's output level: q and k maps, their products and the
+        // packing take one level each. o = A v one below, o_proj and the
+        // sub-norm's 1/rms two more, and the residual must stay at its level.
+        let sig_depth = ChebyshevPoly::new(-1.0, 1.0, sig.coeffs.clone())?.depth();
+        let a_level = y[0].level().checked_sub(3 + sig_depth);
+        let Some(a_level) = a_level.filter(|&l| l >= DENSE_RESIDUAL_LEVEL + 3) else {
+            return Err(InferError::Shape(format!(
+                "the wide layout's attention needs a sigmoid of depth at most {} after a bootstrap \
+                 to level {} (degree {} has depth {sig_depth}): lower its degree in the \
+                 approximation spec",
+                y[0].level().saturating_sub(6 + DENSE_RESIDUAL_LEVEL),
+                y[0].level(),
+                sig.coeffs.len() - 1
+            )));
+        };
         let (sa, sb) = (sig.a, sig.b);
         // Scores enter the sigmoid polynomial as 2 (z - mid) / width: the
-        // factor of q.k rides on q's weights, the bias on a plaintext. The
-        // score is read as 2 Re(sum q conj(k)) (see `wide_attention`): half
-        // the factor.
-        let q_factor = 1.0 / ((sb - sa) * (hd as f64).sqrt());
+        // factor of q.k rides on q's weights, the bias on a plaintext. A pair
+        // of scores is read as 4 Re and 4 Im of a sum of products (see
+        // `wide_attention`): a quarter of the factor.
+        let q_factor = 1.0 / (2.0 * (sb - sa) * (hd as f64).sqrt());
         let inv_freq = model.inv_freq();
         let half = hd / 2;
         // cos and sin of t theta_f, per token slot and frequency.
@@ -613,12 +655,10 @@ impl EncryptedModel {
         )?
         .try_into()
         .map_err(|_| InferError::Shape("two projections".into()))?;
-        // v is first read by its mask (one level) beside the sigmoid's output:
-        // computed that low, its diagonals are encoded on fewer primes (7
-        // instead of 12 at L = 11) and its shifts rotate smaller ciphertexts.
-        let sig_depth = ChebyshevPoly::new(-1.0, 1.0, sig.coeffs.clone())?.depth();
-        let a_level = y[0].level().saturating_sub(2 + sig_depth);
-        let y_v = dropped_to(ctx, &y, a_level + 2)?;
+        // v is first read by its masks (two levels) beside the sigmoid's
+        // output: computed that low, its diagonals are encoded on fewer primes
+        // (8 instead of 12 at L = 11) and its shifts rotate smaller ciphertexts.
+        let y_v = dropped_to(ctx, &y, a_level + 3)?;
         drop(y);
         let v = wide_maps(
             ctx.eval(),
@@ -676,9 +716,15 @@ impl EncryptedModel {
         let gamma = &w.post_attention_norm;
         record("mlp_norm", &y, 1.0 / k_norm, Some(gamma));
         let t0 = Instant::now();
+        // The activation's input map t = alpha x + beta: alpha rides on the
+        // gate's weights, beta is a free constant addition, and the polynomial
+        // runs on [-1, 1] (one level fewer than mapping the input there).
+        let act = self.polys().activation(cfg.activation);
+        let (alpha, beta) = ChebyshevPoly::new(act.a, act.b, act.coeffs.clone())?.affine();
+        let act = ChebyshevPoly::new(-1.0, 1.0, act.coeffs.clone())?;
         // Halved for the unpacking below.
         let (ga, ua) = (
-            0.5 * w.gate_proj.scale() / k_norm,
+            0.5 * alpha * w.gate_proj.scale() / k_norm,
             0.5 * w.up_proj.scale() / k_norm,
         );
         let ff = cfg.intermediate_size;
@@ -692,12 +738,15 @@ impl EncryptedModel {
         };
         let wg = |o: usize, i: usize, out: &mut [f64]| plain(&w.gate_proj, ga, o, i, out);
         let wu = |o: usize, i: usize, out: &mut [f64]| plain(&w.up_proj, ua, o, i, out);
-        let act = self.polys().activation(cfg.activation);
-        let act = ChebyshevPoly::new(act.a, act.b, act.coeffs.clone())?;
+        // The gate map from the lowest level that leaves the MLP what it needs
+        // (activation, gate x up, down map, 1/rms, the residual's level):
+        // fewer primes to encode its diagonals on.
+        let gate_in = (DENSE_RESIDUAL_LEVEL + 4 + act.depth()).min(y[0].level());
+        let y_gate = dropped_to(ctx, &y, gate_in)?;
         let gate = wide_maps(
             ctx.eval(),
             ctx.encoder(),
-            &y,
+            &y_gate,
             sh.c_d,
             s,
             nb,
@@ -723,7 +772,8 @@ impl EncryptedModel {
         ctx.record("gate_up_map", t0.elapsed(), 1);
         let t0 = Instant::now();
         let pe = PolynomialEvaluator::new(eval);
-        record("gate", &gate, 2.0, None);
+        drop(y_gate);
+        record("gate", &gate, 2.0 / alpha, None);
         record("up", &up, 2.0, None);
         // The activation is a real function: split the packed halves first.
         let (gate, up) = (
@@ -734,7 +784,8 @@ impl EncryptedModel {
             .iter()
             .zip(&up)
             .map(|(g, u)| {
-                let g = pe.evaluate(g, &act)?.0;
+                let g = eval.add_const(g, Complex64::new(beta, 0.0))?;
+                let g = pe.evaluate(&g, &act)?.0;
                 Ok(eval.rescale(&eval.mul(&g, u)?)?)
             })
             .collect::<Result<_>>()?;
@@ -785,9 +836,9 @@ impl EncryptedModel {
         Ok(out)
     }
 
-    /// Sigmoid attention over `Heads` ciphertexts q, k, v (one level below
-    /// the bootstrap's output): returns o in `Heads`, shift by shift (see the
-    /// module documentation).
+    /// Sigmoid attention over `Heads` ciphertexts q, k, v (q and k one level
+    /// below the bootstrap's output, v two levels above the sigmoid's): returns
+    /// o in `Heads`, shift by shift (see the module documentation).
     fn wide_attention(
         &self,
         ctx: &ServerContext,
@@ -806,8 +857,39 @@ impl EncryptedModel {
         let pe = PolynomialEvaluator::new(eval);
         let slots = sh.blocks * s;
         let log_slots = q[0].log_slots();
-        let v_level = v[0].level();
-        let v_prime = eval.params().q()[v_level] as f64;
+        let groups = sh.j_per_ct();
+        let group_slots = sh.heads_pad * s;
+        let primes = eval.params().q();
+        // Levels: products of q and k rescaled (y), packed (y - 1), the
+        // sigmoid's output (a); v shifted and masked causally (a + 1), then
+        // to one feature group (a).
+        let y_level = q[0].level().checked_sub(1);
+        let a_level = y_level.and_then(|l| l.checked_sub(1 + coeffs.depth()));
+        let (Some(y_level), Some(a_level)) = (y_level, a_level) else {
+            return Err(InferError::Shape("q and k too low for the sigmoid".into()));
+        };
+        if v[0].level() != a_level + 2 {
+            return Err(InferError::Shape(format!(
+                "v at level {}, attention needs it at {}",
+                v[0].level(),
+                a_level + 2
+            )));
+        }
+        let v_level = a_level + 2;
+        // One plaintext per feature group g: 1 on its slots, 0 elsewhere.
+        let group_masks = |level: usize| -> Result<Vec<Plaintext>> {
+            (0..groups)
+                .into_par_iter()
+                .map(|g| {
+                    let m: Vec<f64> = (0..slots)
+                        .map(|slot| f64::from(u8::from(slot / group_slots == g)))
+                        .collect();
+                    Ok(encoder.encode_real(&m, level, primes[level] as f64, log_slots)?)
+                })
+                .collect()
+        };
+        let pack_masks = group_masks(y_level)?;
+        let value_masks = group_masks(a_level + 1)?;
         // The sigmoid's bias per query token, in every block.
         let bias: Vec<f64> = (0..slots)
             .map(|slot| {
@@ -816,13 +898,31 @@ impl EncryptedModel {
             })
             .collect();
         let mut bias_pt: Option<Plaintext> = None;
-        // Keys enter the scores conjugated (see the module documentation).
-        let t_conj = Instant::now();
-        let k_conj = conjugates(ctx.eval(), k)?;
+        // Shifts delta and delta + s/2 share one product ciphertext, Re and Im
+        // (see the module documentation): K+ = K + i rot(K, -s/2) and
+        // K- = conj(K) + i rot(conj(K), -s/2) are shifted by delta alone.
+        let t_pair = Instant::now();
+        let far = -((s / 2) as i64);
+        let i_unit = Complex64::new(0.0, 1.0);
+        let with_far = |x: &Ciphertext| -> Result<Ciphertext> {
+            let r = eval.mul_const_scaled(&eval.rotate(x, far)?, i_unit, 1.0)?;
+            Ok(eval.add(x, &r)?)
+        };
+        let q_conj = conjugates(eval, q)?;
+        let k_plus: Vec<Ciphertext> = k.par_iter().map(with_far).collect::<Result<_>>()?;
+        let k_minus: Vec<Ciphertext> = conjugates(eval, k)?
+            .par_iter()
+            .map(with_far)
+            .collect::<Result<_>>()?;
+        let v_far: Vec<Ciphertext> = v
+            .par_iter()
+            .map(|x| Ok(eval.rotate(x, far)?))
+            .collect::<Result<_>>()?;
+        let group_steps: Vec<i64> = (1..groups).map(|r| (r * group_slots) as i64).collect();
         let mut o_acc: Option<Vec<Ciphertext>> = None;
         let (mut t_rot, mut t_qk, mut t_sig, mut t_av) =
-            (t_conj.elapsed().as_secs_f64(), 0.0, 0.0, 0.0);
-        for chunk in (0..s).collect::<Vec<_>>().chunks(SHIFT_CHUNK) {
+            (t_pair.elapsed().as_secs_f64(), 0.0, 0.0, 0.0);
+        for chunk in (0..s / 2).collect::<Vec<_>>().chunks(SHIFT_CHUNK) {
             let t0 = Instant::now();
             // rot(x, -delta) for the chunk's shifts delta = base + b: one giant
             // rotation by the chunk's base, then the babies b hoisted.
@@ -838,25 +938,36 @@ impl EncryptedModel {
                 out.insert(0, x);
                 Ok(out)
             };
-            // [ciphertext][shift in chunk]
-            let k_sh: Vec<Vec<Ciphertext>> =
-                k_conj.par_iter().map(shifted).collect::<Result<_>>()?;
-            let v_rot: Vec<Vec<Ciphertext>> = v.par_iter().map(shifted).collect::<Result<_>>()?;
+            // [K+ ciphertexts, then K- ciphertexts][shift in chunk]
+            let k_sh: Vec<Vec<Ciphertext>> = k_plus
+                .par_iter()
+                .chain(&k_minus)
+                .map(shifted)
+                .collect::<Result<_>>()?;
+            let (kp_sh, km_sh) = k_sh.split_at(k_plus.len());
+            // The chunk's scores sigma: its shifts, then those s/2 further.
+            let deltas: Vec<usize> = chunk
+                .iter()
+                .copied()
+                .chain(chunk.iter().map(|&dl| dl + s / 2))
+                .collect();
+            // [value ciphertext][score sigma]
+            let v_rot: Vec<Vec<Ciphertext>> = v
+                .par_iter()
+                .zip(&v_far)
+                .map(|(near, far)| Ok([shifted(near)?, shifted(far)?].concat()))
+                .collect::<Result<_>>()?;
             // Values only from keys at or before the query and among the real tokens.
-            let masks: Vec<Plaintext> = chunk
+            let masks: Vec<Plaintext> = deltas
                 .par_iter()
                 .map(|&dl| {
                     let m: Vec<f64> = (0..slots)
                         .map(|slot| {
                             let t = slot % s;
-                            if t >= dl && t - dl < tokens {
-                                1.0
-                            } else {
-                                0.0
-                            }
+                            f64::from(u8::from(t >= dl && t - dl < tokens))
                         })
                         .collect();
-                    Ok(encoder.encode_real(&m, v_level, v_prime, log_slots)?)
+                    Ok(encoder.encode_real(&m, v_level, primes[v_level] as f64, log_slots)?)
                 })
                 .collect::<Result<_>>()?;
             let v_sh: Vec<Vec<Ciphertext>> = v_rot
@@ -872,18 +983,58 @@ impl EncryptedModel {
             t_rot += t0.elapsed().as_secs_f64();
 
             let t0 = Instant::now();
-            let scores: Vec<Ciphertext> = (0..chunk.len())
+            // Y = sum_m q_m K-_m + conj(q_m) K+_m: per feature group a partial
+            // sum of (R_delta + i R_(delta + s/2)) / 2 (q carries a quarter
+            // of its factor). Score sigma reads Y (sigma < c) or -i Y.
+            let products: Vec<(Ciphertext, Ciphertext)> = (0..chunk.len())
                 .into_par_iter()
                 .map(|ci| {
-                    let pairs: Vec<(&Ciphertext, &Ciphertext)> =
-                        q.iter().zip(&k_sh).map(|(qm, km)| (qm, &km[ci])).collect();
-                    let p = eval.rescale(&eval.mul_sum(&pairs)?)?;
-                    let p = rotate_sum(ctx, &p, sh.heads_pad * s, sh.j_per_ct())?;
-                    // sum_j q_j k_j = Re(sum q conj(k)) over the packed pairs: p + conj p.
-                    Ok(eval.add(&p, &eval.conjugate(&p)?)?)
+                    let terms: Vec<(&Ciphertext, &Ciphertext)> = q
+                        .iter()
+                        .zip(km_sh)
+                        .chain(q_conj.iter().zip(kp_sh))
+                        .map(|(qm, km)| (qm, &km[ci]))
+                        .collect();
+                    let y = eval.rescale(&eval.mul_sum(&terms)?)?;
+                    let y_im = eval.mul_const_scaled(&y, -i_unit, 1.0)?;
+                    Ok((y, y_im))
                 })
                 .collect::<Result<_>>()?;
             drop(k_sh);
+            let (near, far): (Vec<Ciphertext>, Vec<Ciphertext>) = products.into_iter().unzip();
+            let partial: Vec<Ciphertext> = near.into_iter().chain(far).collect();
+            // Packed score ciphertexts: group g of pack p holds score
+            // sigma = p G + g, summed over the feature groups by G - 1
+            // rotations of masked sums, W = sum_r rot(sum_sigma M_(g + r) Y_sigma,
+            // r groups), and its real part taken, W + conj(W).
+            let packs: Vec<std::ops::Range<usize>> = (0..partial.len())
+                .step_by(groups)
+                .map(|p| p..(p + groups).min(partial.len()))
+                .collect();
+            let scores: Vec<Ciphertext> = packs
+                .iter()
+                .map(|pack| {
+                    let turned: Vec<Ciphertext> = (0..groups)
+                        .into_par_iter()
+                        .map(|r| {
+                            let terms: Vec<(&Ciphertext, &Plaintext)> = pack
+                                .clone()
+                                .map(|sg| (&partial[sg], &pack_masks[(sg - pack.start + r) % groups]))
+                                .collect();
+                            // Rotated before the rescale: it divides the
+                            // key switches' error by the prime as well.
+                            let t = eval.mul_plain_sum(&terms)?;
+                            Ok(if r == 0 { t } else { eval.rotate(&t, group_steps[r - 1])? })
+                        })
+                        .collect::<Result<_>>()?;
+                    let mut w = turned[0].clone();
+                    for t in &turned[1..] {
+                        eval.add_assign(&mut w, t)?;
+                    }
+                    Ok(eval.rescale(&eval.add(&w, &eval.conjugate(&w)?)?)?)
+                })
+                .collect::<Result<_>>()?;
+            drop(partial);
             if bias_pt.is_none() {
                 bias_pt = Some(encoder.encode_real(
                     &bias,
@@ -903,10 +1054,39 @@ impl EncryptedModel {
             t_sig += t0.elapsed().as_secs_f64();
 
             let t0 = Instant::now();
+            // rot(A_p, r groups) holds in group f the weight of score
+            // p G + (f + r) mod G; its values: V_(p,r) = sum_f M_f v_sigma.
+            let a_turned: Vec<Vec<Ciphertext>> = a
+                .par_iter()
+                .map(|ap| {
+                    let mut out = eval.rotate_hoisted(ap, &group_steps)?;
+                    out.insert(0, ap.clone());
+                    Ok(out)
+                })
+                .collect::<Result<_>>()?;
+            let terms: Vec<(usize, usize)> = (0..packs.len())
+                .flat_map(|p| (0..groups).map(move |r| (p, r)))
+                .collect();
             let part: Vec<Ciphertext> = v_sh
                 .par_iter()
                 .map(|row| {
-                    let pairs: Vec<(&Ciphertext, &Ciphertext)> = a.iter().zip(row).collect();
+                    let values: Vec<Ciphertext> = terms
+                        .par_iter()
+                        .map(|&(p, r)| {
+                            let masked: Vec<(&Ciphertext, &Plaintext)> = (0..groups)
+                                .filter_map(|f| {
+                                    let sg = packs[p].start + (f + r) % groups;
+                                    packs[p].contains(&sg).then(|| (&row[sg], &value_masks[f]))
+                                })
+                                .collect();
+                            Ok(eval.rescale(&eval.mul_plain_sum(&masked)?)?)
+                        })
+                        .collect::<Result<_>>()?;
+                    let pairs: Vec<(&Ciphertext, &Ciphertext)> = terms
+                        .iter()
+                        .zip(&values)
+                        .map(|(&(p, r), vv)| (&a_turned[p][r], vv))
+                        .collect();
                     Ok(eval.mul_sum(&pairs)?)
                 })
                 .collect::<Result<_>>()?;
@@ -929,9 +1109,9 @@ impl EncryptedModel {
         t_av += t0.elapsed().as_secs_f64();
         let secs = std::time::Duration::from_secs_f64;
         ctx.record("kv_shift", secs(t_rot), 1);
-        ctx.record("qk", secs(t_qk), 1);
+        ctx.record("qk", secs(t_qk), 2);
         ctx.record("sigmoid", secs(t_sig), coeffs.depth());
-        ctx.record("av", secs(t_av), 1);
+        ctx.record("av", secs(t_av), 2);
         Ok(o)
     }
 }
@@ -1011,7 +1191,8 @@ pub fn wide_residual_log_scale(hidden: usize) -> i32 {
 /// The wide packing of a model at `params` for up to `max_tokens` tokens:
 /// every ciphertext uses all N/2 slots.
 pub fn wide_packing(cfg: &ModelConfig, params: &Parameters, max_tokens: usize) -> Result<Packing> {
-    let s = max_tokens.next_power_of_two();
+    // At least two token slots: attention pairs shift delta with delta + s/2.
+    let s = max_tokens.next_power_of_two().max(2);
     let slots = 1usize << params.log_slots();
     if max_tokens == 0 || s > slots {
         return Err(InferError::Shape(format!(
