@@ -41,13 +41,17 @@
 //! Attention runs over the token shifts delta = 0..s, two at a time (delta
 //! and delta + s/2) and in chunks of 8 such pairs. One product ciphertext
 //! carries both scores of a pair: with `K+ = K + i rot(K, -s/2)` and
-//! `K- = conj(K) + i rot(conj(K), -s/2)` (made once), shifted by delta (per
-//! ciphertext and chunk one rotation to the chunk's first shift, then hoisted
-//! rotations by 1..8),
+//! `K- = conj(K) + i rot(conj(K), -s/2)` (made once), shifted by delta,
 //! `Y = sum_m Q_m rot(K-_m, -delta) + conj(Q_m) rot(K+_m, -delta)` (one
 //! relinearization) holds, per feature group, a partial sum of
 //! `(R_delta + i R_(delta + s/2)) / 2`, R the real scores
 //! (`Q conj(K) + conj(Q) K = 2 Re(Q conj(K))` sums both packed halves).
+//! The shift is split baby-step giant-step, delta = base + b with base a
+//! multiple of 8: `Q rot(K, -delta) = rot(rot(Q, base) rot(K, -b), -base)`,
+//! so the keys are rotated by the eight babies once (hoisted), the queries by
+//! each chunk's base, and the rotation back by -base is taken once per packed
+//! ciphertext (its masks pre-rotated by base): 60 rotations where shifting
+//! the keys took 384.
 //! **Packed scores.** A score summed over the G = B / H' feature groups of a
 //! ciphertext would stand in all G of them; instead G scores share one
 //! ciphertext, score `p G + g` in group g: `W = sum_r rot(sum_sigma M_(g_sigma + r)
@@ -228,6 +232,8 @@ impl WideShape {
         steps.extend((1..c).map(|b| -b));
         steps.extend((1..s / 2 / c).map(|a| -c * a));
         steps.push(-s / 2);
+        // Queries rotated by the chunks' bases (the keys take the babies).
+        steps.extend((1..s / 2 / c).map(|a| c * a));
         // Sums over all blocks (norms).
         let mut m = 1;
         while m < self.blocks {
@@ -464,6 +470,32 @@ pub type WideStep = (&'static str, Vec<Ciphertext>, f64, Option<Vec<f64>>);
 pub struct WideTrace {
     /// Named intermediates.
     pub steps: Vec<WideStep>,
+}
+
+impl WideTrace {
+    /// Each step decrypted (client side) into the twin's values: `tokens`
+    /// rows, `cols(name)` columns, the step's factor and gains applied.
+    pub fn decrypt(
+        &self,
+        params: &Parameters,
+        sk: &SecretKey,
+        s: usize,
+        tokens: usize,
+        cols: impl Fn(&str) -> usize,
+    ) -> Result<Vec<(&'static str, Matrix)>> {
+        self.steps
+            .iter()
+            .map(|(name, cts, factor, gains)| {
+                let mut m = decrypt_wide(params, sk, cts, s, (tokens, cols(name)))?;
+                for t in 0..tokens {
+                    for (c, v) in m.row_mut(t).iter_mut().enumerate() {
+                        *v *= factor * gains.as_ref().map_or(1.0, |g| g[c]);
+                    }
+                }
+                Ok((*name, m))
+            })
+            .collect()
+    }
 }
 
 impl EncryptedModel {
@@ -877,19 +909,19 @@ impl EncryptedModel {
         }
         let v_level = a_level + 2;
         // One plaintext per feature group g: 1 on its slots, 0 elsewhere.
-        let group_masks = |level: usize| -> Result<Vec<Plaintext>> {
+        // rot(M_g, shift) for the group masks M_g (1 on group g's slots).
+        let group_masks = |level: usize, shift: usize| -> Result<Vec<Plaintext>> {
             (0..groups)
                 .into_par_iter()
                 .map(|g| {
                     let m: Vec<f64> = (0..slots)
-                        .map(|slot| f64::from(u8::from(slot / group_slots == g)))
+                        .map(|slot| f64::from(u8::from((slot + shift) % slots / group_slots == g)))
                         .collect();
                     Ok(encoder.encode_real(&m, level, primes[level] as f64, log_slots)?)
                 })
                 .collect()
         };
-        let pack_masks = group_masks(y_level)?;
-        let value_masks = group_masks(a_level + 1)?;
+        let value_masks = group_masks(a_level + 1, 0)?;
         // The sigmoid's bias per query token, in every block.
         let bias: Vec<f64> = (0..slots)
             .map(|slot| {
@@ -919,15 +951,33 @@ impl EncryptedModel {
             .map(|x| Ok(eval.rotate(x, far)?))
             .collect::<Result<_>>()?;
         let group_steps: Vec<i64> = (1..groups).map(|r| (r * group_slots) as i64).collect();
+        // Shift delta = base + b (base a multiple of the chunk size): the keys
+        // are rotated by the babies -b once, the queries by the chunk's base,
+        // and the packed products back by -base once per pack:
+        // q rot(K, -delta) = rot(rot(q, base) rot(K, -b), -base).
+        let chunk_len = SHIFT_CHUNK.min(s / 2);
+        let babies: Vec<i64> = (1..chunk_len as i64).map(|b| -b).collect();
+        let baby_shifted = |x: &Ciphertext| -> Result<Vec<Ciphertext>> {
+            let mut out = eval.rotate_hoisted(x, &babies)?;
+            out.insert(0, x.clone());
+            Ok(out)
+        };
+        // [K+ ciphertexts, then K- ciphertexts][baby b]
+        let k_sh: Vec<Vec<Ciphertext>> = k_plus
+            .par_iter()
+            .chain(&k_minus)
+            .map(baby_shifted)
+            .collect::<Result<_>>()?;
+        drop((k_plus, k_minus));
+        let (kp_sh, km_sh) = k_sh.split_at(q.len());
         let mut o_acc: Option<Vec<Ciphertext>> = None;
         let (mut t_rot, mut t_qk, mut t_sig, mut t_av) =
             (t_pair.elapsed().as_secs_f64(), 0.0, 0.0, 0.0);
         for chunk in (0..s / 2).collect::<Vec<_>>().chunks(SHIFT_CHUNK) {
             let t0 = Instant::now();
-            // rot(x, -delta) for the chunk's shifts delta = base + b: one giant
-            // rotation by the chunk's base, then the babies b hoisted.
+            // Values: rot(v, -delta) for the chunk's shifts delta = base + b:
+            // one giant rotation by the chunk's base, then the babies b hoisted.
             let base = chunk[0];
-            let babies: Vec<i64> = chunk[1..].iter().map(|&dl| -((dl - base) as i64)).collect();
             let shifted = |x: &Ciphertext| -> Result<Vec<Ciphertext>> {
                 let x = if base == 0 {
                     x.clone()
@@ -938,13 +988,20 @@ impl EncryptedModel {
                 out.insert(0, x);
                 Ok(out)
             };
-            // [K+ ciphertexts, then K- ciphertexts][shift in chunk]
-            let k_sh: Vec<Vec<Ciphertext>> = k_plus
+            // rot(q, base), rot(conj(q), base).
+            let q_sh: Vec<Ciphertext> = q
                 .par_iter()
-                .chain(&k_minus)
-                .map(shifted)
+                .chain(&q_conj)
+                .map(|x| {
+                    Ok(if base == 0 {
+                        x.clone()
+                    } else {
+                        eval.rotate(x, base as i64)?
+                    })
+                })
                 .collect::<Result<_>>()?;
-            let (kp_sh, km_sh) = k_sh.split_at(k_plus.len());
+            let (q_near, q_conj_sh) = q_sh.split_at(q.len());
+            let pack_masks = group_masks(y_level, base)?;
             // The chunk's scores sigma: its shifts, then those s/2 further.
             let deltas: Vec<usize> = chunk
                 .iter()
@@ -989,10 +1046,10 @@ impl EncryptedModel {
             let products: Vec<(Ciphertext, Ciphertext)> = (0..chunk.len())
                 .into_par_iter()
                 .map(|ci| {
-                    let terms: Vec<(&Ciphertext, &Ciphertext)> = q
+                    let terms: Vec<(&Ciphertext, &Ciphertext)> = q_near
                         .iter()
                         .zip(km_sh)
-                        .chain(q_conj.iter().zip(kp_sh))
+                        .chain(q_conj_sh.iter().zip(kp_sh))
                         .map(|(qm, km)| (qm, &km[ci]))
                         .collect();
                     let y = eval.rescale(&eval.mul_sum(&terms)?)?;
@@ -1000,7 +1057,7 @@ impl EncryptedModel {
                     Ok((y, y_im))
                 })
                 .collect::<Result<_>>()?;
-            drop(k_sh);
+            drop(q_sh);
             let (near, far): (Vec<Ciphertext>, Vec<Ciphertext>) = products.into_iter().unzip();
             let partial: Vec<Ciphertext> = near.into_iter().chain(far).collect();
             // Packed score ciphertexts: group g of pack p holds score
@@ -1019,17 +1076,26 @@ impl EncryptedModel {
                         .map(|r| {
                             let terms: Vec<(&Ciphertext, &Plaintext)> = pack
                                 .clone()
-                                .map(|sg| (&partial[sg], &pack_masks[(sg - pack.start + r) % groups]))
+                                .map(|sg| {
+                                    (&partial[sg], &pack_masks[(sg - pack.start + r) % groups])
+                                })
                                 .collect();
                             // Rotated before the rescale: it divides the
                             // key switches' error by the prime as well.
                             let t = eval.mul_plain_sum(&terms)?;
-                            Ok(if r == 0 { t } else { eval.rotate(&t, group_steps[r - 1])? })
+                            Ok(if r == 0 {
+                                t
+                            } else {
+                                eval.rotate(&t, group_steps[r - 1])?
+                            })
                         })
                         .collect::<Result<_>>()?;
                     let mut w = turned[0].clone();
                     for t in &turned[1..] {
                         eval.add_assign(&mut w, t)?;
+                    }
+                    if base != 0 {
+                        w = eval.rotate(&w, -(base as i64))?;
                     }
                     Ok(eval.rescale(&eval.add(&w, &eval.conjugate(&w)?)?)?)
                 })

@@ -61,25 +61,24 @@ fn run(family: Family, tokens: usize) {
         .unwrap();
     assert_eq!(out.len(), 1);
     let lt = &trace.layers[0];
+    let want_of = |name: &str| match name {
+        "attn_norm" => &lt.attn_norm,
+        "after_attn" => &lt.after_attn,
+        "mlp_norm" => &lt.mlp_norm,
+        "gate" => &lt.gate,
+        "up" => &lt.up,
+        "hidden" => &lt.hidden,
+        "output" => &lt.output,
+        other => panic!("unknown step {other}"),
+    };
+    let decrypted = wt
+        .decrypt(&params, &sk, packing.tokens_pad, tokens, |name| {
+            want_of(name).cols()
+        })
+        .unwrap();
     let mut seen = Vec::new();
-    for (name, cts, factor, gains) in &wt.steps {
-        let want = match *name {
-            "attn_norm" => &lt.attn_norm,
-            "after_attn" => &lt.after_attn,
-            "mlp_norm" => &lt.mlp_norm,
-            "gate" => &lt.gate,
-            "up" => &lt.up,
-            "hidden" => &lt.hidden,
-            "output" => &lt.output,
-            other => panic!("unknown step {other}"),
-        };
-        let mut got =
-            decrypt_wide(&params, &sk, cts, packing.tokens_pad, (tokens, want.cols())).unwrap();
-        for t in 0..tokens {
-            for (c, v) in got.row_mut(t).iter_mut().enumerate() {
-                *v *= factor * gains.as_ref().map_or(1.0, |g| g[c]);
-            }
-        }
+    for (name, got) in &decrypted {
+        let want = want_of(name);
         let err = got.max_abs_diff(want);
         let rel = err / want.max_abs().max(1e-12);
         println!(

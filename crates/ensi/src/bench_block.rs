@@ -40,7 +40,7 @@ use ensi_infer::dense_model::{choose_packing, decrypt_dense, generate_model_keys
 use ensi_infer::layout::ColumnLayout;
 use ensi_infer::packing::{Layout, Packing};
 use ensi_infer::pcmm::{generic_pcmm_columns, ternary_pcmm_columns};
-use ensi_infer::wide::decrypt_wide;
+use ensi_infer::wide::{decrypt_wide, WideTrace};
 use ensi_model::approx::ApproxPolys;
 use ensi_model::rng::SplitMix64;
 use ensi_model::{BitNetModel, EnsiApprox, Family, Matrix, Mode, TernaryMatrix, TinyOptions};
@@ -169,6 +169,19 @@ struct BlockResult {
     /// Decrypted block output (last run) against the plaintext ENSI twin's.
     output_max_abs_err_vs_twin: f64,
     output_max_abs: f64,
+    /// The wide layout's intermediates (last run) against the twin's: where
+    /// the error comes from.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    step_errors: Vec<StepError>,
+}
+
+#[derive(Serialize)]
+struct StepError {
+    name: &'static str,
+    max_abs_err: f64,
+    max_abs: f64,
+    /// log2(max_abs / max_abs_err).
+    bits: f64,
 }
 
 #[derive(Serialize, Clone)]
@@ -764,12 +777,25 @@ fn run_block(
     let mut per_step: Vec<(&'static str, Vec<f64>, usize, usize)> = Vec::new();
     let mut bootstraps = 0;
     let mut got = None;
+    let mut wide_trace = WideTrace::default();
     drop(ctx.take_stats());
     for r in 0..runs {
         let t = Instant::now();
         let (out, trace) = match packing.layout {
             Layout::Columns => (enc_model.block(&ctx, 0, &input, seq, None)?, None),
-            Layout::Wide => (enc_model.wide_block(&ctx, 0, &input, seq, None)?, None),
+            Layout::Wide => {
+                // The last run keeps its intermediates (clones of a few dozen
+                // ciphertexts) for the error per step.
+                let last = r + 1 == runs;
+                let out = enc_model.wide_block(
+                    &ctx,
+                    0,
+                    &input,
+                    seq,
+                    if last { Some(&mut wide_trace) } else { None },
+                )?;
+                (out, None)
+            }
             Layout::Dense => {
                 // The trace only keeps (clones of) a handful of ciphertexts.
                 let mut trace = DenseTrace::default();
@@ -819,7 +845,40 @@ fn run_block(
     let got = got.ok_or("no block run")?;
     // The plaintext ENSI twin's output of the same block.
     let (_, trace) = model.forward_traced(ids, &mut model.new_cache(), &Mode::twin(approx)?)?;
-    let want = &trace.layers[0].output;
+    let lt = &trace.layers[0];
+    let want = &lt.output;
+    let twin_step = |name: &str| match name {
+        "attn_norm" => Some(&lt.attn_norm),
+        "after_attn" => Some(&lt.after_attn),
+        "mlp_norm" => Some(&lt.mlp_norm),
+        "gate" => Some(&lt.gate),
+        "up" => Some(&lt.up),
+        "hidden" => Some(&lt.hidden),
+        "output" => Some(&lt.output),
+        _ => None,
+    };
+    let step_errors: Vec<StepError> = wide_trace
+        .decrypt(params, sk, packing.tokens_pad, seq, |name| {
+            twin_step(name).map_or(0, |m| m.cols())
+        })?
+        .into_iter()
+        .filter_map(|(name, got)| {
+            let want = twin_step(name)?;
+            let (err, max) = (max_err(&got, want), want.max_abs());
+            Some(StepError {
+                name,
+                max_abs_err: err,
+                max_abs: max,
+                bits: (max / err).log2(),
+            })
+        })
+        .collect();
+    for e in &step_errors {
+        eprintln!(
+            "  {:<12} vs twin: max |err| {:.2e} (max |value| {:.2}), {:.1} bits",
+            e.name, e.max_abs_err, e.max_abs, e.bits
+        );
+    }
     Ok(BlockResult {
         layout: packing.layout.name(),
         layer: 0,
@@ -843,6 +902,7 @@ fn run_block(
             .collect(),
         output_max_abs_err_vs_twin: max_err(&got, want),
         output_max_abs: want.max_abs(),
+        step_errors,
     })
 }
 
