@@ -651,7 +651,14 @@ pub struct Bootstrapper {
     /// setup also precomputes), SlotsToCoeffs' diagonals through the inverse
     /// FFT once (encoding them per call is then the scaling and the NTTs).
     cts_full: Vec<EncodedLinearTransform>,
-    stc_prepared: Vec<PreparedLinearTransform>,
+    /// None for the groups encoded compactly (`stc_periodic`).
+    stc_prepared: Vec<Option<PreparedLinearTransform>>,
+    /// Full slots: the SlotsToCoeffs groups whose diagonals repeat with a
+    /// shorter period (log2 of it; the first group, the FFT's short
+    /// butterflies), encoded compactly from one period at every call instead of
+    /// streamed, and the encoder for those periods.
+    stc_periodic: Vec<Option<u32>>,
+    periodic_encoder: Option<CompactEncoder>,
     cosine: ChebyshevPoly,
     to_sparse: SwitchingKey,
     to_dense: SwitchingKey,
@@ -756,13 +763,23 @@ impl Bootstrapper {
             (None, Vec::new())
         };
         let encoder = Encoder::new(params);
-        let prepare = |lts: &[LinearTransform]| -> Result<Vec<PreparedLinearTransform>> {
-            if packed {
-                return Ok(Vec::new());
-            }
-            lts.iter().map(|lt| lt.prepare(&encoder)).collect()
+        let stc_periodic: Vec<Option<u32>> = stc
+            .iter()
+            .map(|lt| {
+                let p = compact::diagonal_period_log(lt);
+                (!packed && p < lt.log_slots()).then_some(p)
+            })
+            .collect();
+        let periods: Vec<u32> = stc_periodic.iter().flatten().copied().collect();
+        let periodic_encoder = (!periods.is_empty()).then(|| CompactEncoder::new(params, &periods));
+        let stc_prepared: Vec<Option<PreparedLinearTransform>> = if packed {
+            Vec::new()
+        } else {
+            stc.iter()
+                .zip(&stc_periodic)
+                .map(|(lt, p)| p.is_none().then(|| lt.prepare(&encoder)).transpose())
+                .collect::<Result<_>>()?
         };
-        let stc_prepared = prepare(&stc)?;
         let mut cts_full = Vec::new();
         if !packed {
             let em_scale = (config.eval_mod_log_scale as f64).exp2();
@@ -777,6 +794,8 @@ impl Bootstrapper {
         Ok(Self {
             cts_full,
             stc_prepared,
+            stc_periodic,
+            periodic_encoder,
             stc,
             packed,
             compact,
@@ -806,6 +825,7 @@ impl Bootstrapper {
         let prepared: usize = self
             .stc_prepared
             .iter()
+            .flatten()
             .map(PreparedLinearTransform::byte_size)
             .chain(self.cts_full.iter().map(EncodedLinearTransform::byte_size))
             .sum();
@@ -1027,7 +1047,27 @@ impl Bootstrapper {
                     timings.encoding += start.elapsed();
                     encoded.evaluate(eval, &ct)?
                 }
-                None => self.apply(&self.stc_prepared[i], &ct, target, &mut timings.encoding)?,
+                None => match (self.stc_periodic[i], &self.periodic_encoder) {
+                    (Some(period_log), Some(encoder)) => {
+                        let start = Instant::now();
+                        let encoded = CompactTransform::encode_periodic(
+                            lt,
+                            encoder,
+                            ct.level(),
+                            ct.scale(),
+                            target,
+                            period_log,
+                        )?;
+                        timings.encoding += start.elapsed();
+                        encoded.evaluate(eval, &ct)?
+                    }
+                    _ => {
+                        let prepared = self.stc_prepared[i].as_ref().ok_or_else(|| {
+                            CkksError::InvalidParameters("SlotsToCoeffs group not prepared".into())
+                        })?;
+                        self.apply(prepared, &ct, target, &mut timings.encoding)?
+                    }
+                },
             };
             if self.packed && i == 0 {
                 // z + rot(z, n) = [y, y], y = M (a + i b): n slots again.
