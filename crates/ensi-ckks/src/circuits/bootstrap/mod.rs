@@ -53,7 +53,11 @@
 //! words per prime instead of `N`): CoeffsToSlots is encoded once in
 //! [`Bootstrapper::new`] (6.8 MiB for 2^9 slots at `n16-boot`), SlotsToCoeffs,
 //! whose scales follow the input's, at every call (0.1-0.2 s, 117 MB instead of
-//! 3.7 GB encoded the usual way). Full slots use the usual encoding.
+//! 3.7 GB encoded the usual way). Full slots use the usual encoding, except
+//! for SlotsToCoeffs groups whose diagonals repeat with a shorter period (the
+//! first group, the FFT's butterflies of span below 2^8: every diagonal
+//! repeats every 2^8 slots): those are encoded compactly from one period at
+//! every call (`CompactTransform::encode_periodic`), the rest streamed.
 //!
 //! Levels: the output is at `max_level - cts_levels - (ceil(log2(degree + 1)) + r) - stc_levels`
 //! ([`BootstrapConfig::output_level`]). Every EvalMod level must sit on a prime
