@@ -54,16 +54,9 @@ fn run_family(family: Family) {
     let lt = &trace.layers[0];
     for (name, cts, factor) in &bt.steps {
         let got = decrypt_columns(&params, &sk, cts, tokens, *factor).unwrap();
-        let want = match *name {
-            "attn_norm" => &lt.attn_norm,
-            "q" => &lt.q,
-            "attn_out" => &lt.attn_out,
-            "after_attn" => &lt.after_attn,
-            "mlp_norm" => &lt.mlp_norm,
-            "hidden" => &lt.hidden,
-            "output" => &lt.output,
-            other => panic!("unknown step {other}"),
-        };
+        let want = lt
+            .step(name)
+            .unwrap_or_else(|| panic!("unknown step {name}"));
         let err = got.max_abs_diff(want);
         let rel = err / want.max_abs().max(1e-12);
         println!(

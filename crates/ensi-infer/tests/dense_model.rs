@@ -55,14 +55,9 @@ fn run(family: Family, preset: &str, max_tokens: usize, whole: bool) {
         .unwrap();
     let lt = &trace.layers[0];
     for (name, ct, factor, gains) in &dt.steps {
-        let want = match *name {
-            "attn_norm" => &lt.attn_norm,
-            "after_attn" => &lt.after_attn,
-            "mlp_norm" => &lt.mlp_norm,
-            "hidden" => &lt.hidden,
-            "output" => &lt.output,
-            other => panic!("unknown step {other}"),
-        };
+        let want = lt
+            .step(name)
+            .unwrap_or_else(|| panic!("unknown step {name}"));
         let mut got =
             decrypt_dense(&params, &sk, ct, packing.tokens_pad, (tokens, want.cols())).unwrap();
         for t in 0..tokens {

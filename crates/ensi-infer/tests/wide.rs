@@ -61,15 +61,9 @@ fn run(family: Family, tokens: usize) {
         .unwrap();
     assert_eq!(out.len(), 1);
     let lt = &trace.layers[0];
-    let want_of = |name: &str| match name {
-        "attn_norm" => &lt.attn_norm,
-        "after_attn" => &lt.after_attn,
-        "mlp_norm" => &lt.mlp_norm,
-        "gate" => &lt.gate,
-        "up" => &lt.up,
-        "hidden" => &lt.hidden,
-        "output" => &lt.output,
-        other => panic!("unknown step {other}"),
+    let want_of = |name: &str| {
+        lt.step(name)
+            .unwrap_or_else(|| panic!("unknown step {name}"))
     };
     let decrypted = wt
         .decrypt(&params, &sk, packing.tokens_pad, tokens, |name| {

@@ -238,6 +238,33 @@ pub struct LayerTrace {
     pub output: Matrix,
 }
 
+impl LayerTrace {
+    /// The intermediate named like its field (`"attn_norm"`, `"after_attn"`,
+    /// ...; not the per-head weights): how the encrypted blocks' traces name
+    /// the steps they record.
+    pub fn step(&self, name: &str) -> Option<&Matrix> {
+        Some(match name {
+            "input" => &self.input,
+            "attn_norm" => &self.attn_norm,
+            "q" => &self.q,
+            "k" => &self.k,
+            "v" => &self.v,
+            "attn_out" => &self.attn_out,
+            "attn_sub_norm" => &self.attn_sub_norm,
+            "o_proj" => &self.o_proj,
+            "after_attn" => &self.after_attn,
+            "mlp_norm" => &self.mlp_norm,
+            "gate" => &self.gate,
+            "up" => &self.up,
+            "hidden" => &self.hidden,
+            "ffn_sub_norm" => &self.ffn_sub_norm,
+            "down" => &self.down,
+            "output" => &self.output,
+            _ => return None,
+        })
+    }
+}
+
 /// Every intermediate of a pass.
 #[derive(Clone, Debug, Default)]
 pub struct Trace {

@@ -847,23 +847,13 @@ fn run_block(
     let (_, trace) = model.forward_traced(ids, &mut model.new_cache(), &Mode::twin(approx)?)?;
     let lt = &trace.layers[0];
     let want = &lt.output;
-    let twin_step = |name: &str| match name {
-        "attn_norm" => Some(&lt.attn_norm),
-        "after_attn" => Some(&lt.after_attn),
-        "mlp_norm" => Some(&lt.mlp_norm),
-        "gate" => Some(&lt.gate),
-        "up" => Some(&lt.up),
-        "hidden" => Some(&lt.hidden),
-        "output" => Some(&lt.output),
-        _ => None,
-    };
     let step_errors: Vec<StepError> = wide_trace
         .decrypt(params, sk, packing.tokens_pad, seq, |name| {
-            twin_step(name).map_or(0, |m| m.cols())
+            lt.step(name).map_or(0, |m| m.cols())
         })?
         .into_iter()
         .filter_map(|(name, got)| {
-            let want = twin_step(name)?;
+            let want = lt.step(name)?;
             let (err, max) = (max_err(&got, want), want.max_abs());
             Some(StepError {
                 name,
