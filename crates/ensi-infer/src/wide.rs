@@ -50,8 +50,9 @@
 //! multiple of 8: `Q rot(K, -delta) = rot(rot(Q, base) rot(K, -b), -base)`,
 //! so the keys are rotated by the eight babies once (hoisted), the queries by
 //! each chunk's base, and the rotation back by -base is taken once per packed
-//! ciphertext (its masks pre-rotated by base): 60 rotations where shifting
-//! the keys took 384.
+//! ciphertext (its masks pre-rotated by base): at 1bitllm-large 42 hoisted
+//! rotations of keys, 42 of queries and 8 back, where shifting the keys took
+//! 384 (336 of them hoisted).
 //! **Packed scores.** A score summed over the G = B / H' feature groups of a
 //! ciphertext would stand in all G of them; instead G scores share one
 //! ciphertext, score `p G + g` in group g: `W = sum_r rot(sum_sigma M_(g_sigma + r)
