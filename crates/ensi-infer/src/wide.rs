@@ -963,6 +963,13 @@ impl EncryptedModel {
             out.insert(0, x.clone());
             Ok(out)
         };
+        let rotated = |x: &Ciphertext, step: i64| -> Result<Ciphertext> {
+            Ok(if step == 0 {
+                x.clone()
+            } else {
+                eval.rotate(x, step)?
+            })
+        };
         // [K+ ciphertexts, then K- ciphertexts][baby b]
         let k_sh: Vec<Vec<Ciphertext>> = k_plus
             .par_iter()
@@ -979,27 +986,12 @@ impl EncryptedModel {
             // Values: rot(v, -delta) for the chunk's shifts delta = base + b:
             // one giant rotation by the chunk's base, then the babies b hoisted.
             let base = chunk[0];
-            let shifted = |x: &Ciphertext| -> Result<Vec<Ciphertext>> {
-                let x = if base == 0 {
-                    x.clone()
-                } else {
-                    eval.rotate(x, -(base as i64))?
-                };
-                let mut out = eval.rotate_hoisted(&x, &babies)?;
-                out.insert(0, x);
-                Ok(out)
-            };
+            let shifted = |x: &Ciphertext| baby_shifted(&rotated(x, -(base as i64))?);
             // rot(q, base), rot(conj(q), base).
             let q_sh: Vec<Ciphertext> = q
                 .par_iter()
                 .chain(&q_conj)
-                .map(|x| {
-                    Ok(if base == 0 {
-                        x.clone()
-                    } else {
-                        eval.rotate(x, base as i64)?
-                    })
-                })
+                .map(|x| rotated(x, base as i64))
                 .collect::<Result<_>>()?;
             let (q_near, q_conj_sh) = q_sh.split_at(q.len());
             let pack_masks = group_masks(y_level, base)?;
@@ -1095,9 +1087,7 @@ impl EncryptedModel {
                     for t in &turned[1..] {
                         eval.add_assign(&mut w, t)?;
                     }
-                    if base != 0 {
-                        w = eval.rotate(&w, -(base as i64))?;
-                    }
+                    let w = rotated(&w, -(base as i64))?;
                     Ok(eval.rescale(&eval.add(&w, &eval.conjugate(&w)?)?)?)
                 })
                 .collect::<Result<_>>()?;
