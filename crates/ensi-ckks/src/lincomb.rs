@@ -6,15 +6,18 @@
 //! memory bandwidth, whatever the weights. Here the inputs are walked block
 //! by block (a few kilobytes of every input's limb at a time, small enough
 //! for the cache) and every output's block is produced from them, so each
-//! input is read from memory once in total. What remains is arithmetic, and
-//! there signed sums (weights in {-1, 0, 1}) cost additions only while
-//! general weights cost a modular multiplication each.
+//! input is read from memory once in total. What remains is arithmetic:
+//! general weights cost a modular multiplication each, while signed sums
+//! (weights in {-1, 0, 1}) share their partial sums between outputs through
+//! tables and add lazily (`tables`).
 
 use crate::ciphertext::Ciphertext;
 use crate::error::{CkksError, Result};
 use crate::evaluator::Evaluator;
 use crate::ring::RnsPoly;
 use rayon::prelude::*;
+
+mod tables;
 
 /// Coefficients per block: inputs x BLOCK words should stay in L2.
 const BLOCK: usize = 256;
@@ -73,31 +76,7 @@ impl Evaluator {
                 "weight {w} is not in {{-1, 0, 1}}"
             )));
         }
-        let cols = inputs.len();
-        // Per row, the inputs to add and to subtract.
-        let plan: Vec<(Vec<usize>, Vec<usize>)> = (0..rows)
-            .map(|r| {
-                let row = &weights[r * cols..(r + 1) * cols];
-                let pos = (0..cols).filter(|&c| row[c] == 1).collect();
-                let neg = (0..cols).filter(|&c| row[c] == -1).collect();
-                (pos, neg)
-            })
-            .collect();
-        Ok(self.combine_blocks(
-            inputs,
-            rows,
-            inputs[0].scale,
-            |m, _limb, block_in, r, out| {
-                let (pos, neg) = &plan[r];
-                out.fill(0);
-                for &c in pos {
-                    simd::add_mod(out, block_in[c], m.value());
-                }
-                for &c in neg {
-                    simd::sub_mod(out, block_in[c], m.value());
-                }
-            },
-        ))
+        Ok(self.signed_sums_tables(inputs, weights, rows))
     }
 
     /// out_r = sum_c round(w[r][c] const_scale) in_c for real weights (row-major):
@@ -229,26 +208,6 @@ impl Evaluator {
 mod simd {
     use crate::math::Modulus;
 
-    /// out = (out + x) mod q, elementwise (all values below q).
-    pub(super) fn add_mod(out: &mut [u64], x: &[u64], q: u64) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the feature was just detected.
-            return unsafe { add_mod_avx512(out, x, q) };
-        }
-        add_mod_plain(out, x, q)
-    }
-
-    /// out = (out - x) mod q, elementwise.
-    pub(super) fn sub_mod(out: &mut [u64], x: &[u64], q: u64) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the feature was just detected.
-            return unsafe { sub_mod_avx512(out, x, q) };
-        }
-        sub_mod_plain(out, x, q)
-    }
-
     /// out = (out + w x) mod q, elementwise, given w's 64-bit and 52-bit Shoup companions.
     pub(super) fn mul_add_mod(out: &mut [u64], x: &[u64], m: &Modulus, w: u64, ws: u64, ws52: u64) {
         #[cfg(target_arch = "x86_64")]
@@ -263,37 +222,10 @@ mod simd {
         mul_add_mod_plain(out, x, m, w, ws)
     }
 
-    pub(super) fn add_mod_plain(out: &mut [u64], x: &[u64], q: u64) {
-        for (o, &v) in out.iter_mut().zip(x) {
-            let s = *o + v;
-            *o = s.min(s.wrapping_sub(q));
-        }
-    }
-
-    pub(super) fn sub_mod_plain(out: &mut [u64], x: &[u64], q: u64) {
-        for (o, &v) in out.iter_mut().zip(x) {
-            let s = *o + (q - v);
-            *o = s.min(s.wrapping_sub(q));
-        }
-    }
-
     pub(super) fn mul_add_mod_plain(out: &mut [u64], x: &[u64], m: &Modulus, w: u64, ws: u64) {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = m.add(*o, m.mul_shoup(v, w, ws));
         }
-    }
-
-    // The same loops compiled for AVX-512: the compiler vectorizes them.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn add_mod_avx512(out: &mut [u64], x: &[u64], q: u64) {
-        add_mod_plain(out, x, q)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn sub_mod_avx512(out: &mut [u64], x: &[u64], q: u64) {
-        sub_mod_plain(out, x, q)
     }
 
     /// 52-bit Shoup multiplication with IFMA, eight lanes at a time (q < 2^51, x < 2^52).
@@ -350,14 +282,6 @@ mod simd {
                     f(&mut o);
                     o
                 };
-                assert_eq!(
-                    run(&|o| add_mod(o, &x, q)),
-                    run(&|o| add_mod_plain(o, &x, q))
-                );
-                assert_eq!(
-                    run(&|o| sub_mod(o, &x, q)),
-                    run(&|o| sub_mod_plain(o, &x, q))
-                );
                 assert_eq!(
                     run(&|o| mul_add_mod(o, &x, &m, w, ws, ws52)),
                     run(&|o| mul_add_mod_plain(o, &x, &m, w, ws))
