@@ -22,7 +22,7 @@ use crate::error::{CkksError, Result};
 use crate::evaluator::{Evaluator, SCALE_TOLERANCE};
 use crate::math::Modulus;
 use crate::params::Parameters;
-use crate::ring::RnsPoly;
+use crate::ring::{kernels, RnsPoly};
 use num_complex::Complex64;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -375,18 +375,13 @@ impl CompactTransform {
         let pt_scale = self.output_scale * params.q()[self.level] as f64 / self.input_scale;
         let mut acc: Option<Ciphertext> = None;
         for (&j, terms) in &self.giants {
-            let mut c0 = ring.zero(q_limbs, 0, true);
-            let mut c1 = ring.zero(q_limbs, 0, true);
-            for (sum, part) in [(&mut c0, 0), (&mut c1, 1)] {
-                let inputs: Vec<(&RnsPoly, &[u64])> = terms
-                    .iter()
-                    .map(|(i, pt)| {
-                        let c = &rotated[i];
-                        (if part == 0 { &c.c0 } else { &c.c1 }, pt.as_slice())
-                    })
-                    .collect();
-                self.multiply_accumulate(params, sum, &inputs);
-            }
+            let mut c0 = ring.scratch(q_limbs, 0, true);
+            let mut c1 = ring.scratch(q_limbs, 0, true);
+            let inputs: Vec<(&Ciphertext, &[u64])> = terms
+                .iter()
+                .map(|(i, pt)| (&rotated[i], pt.as_slice()))
+                .collect();
+            self.multiply_accumulate(params, (&mut c0, &mut c1), &inputs);
             let mut inner = Ciphertext {
                 c0,
                 c1,
@@ -408,35 +403,98 @@ impl CompactTransform {
         Ok(out)
     }
 
-    /// `sum += sum_t inputs[t].0 * expand(inputs[t].1)`, limb by limb: each
-    /// compact value is repeated `2^log_gap` times into a block in cache.
+    /// `(c0, c1) = sum_t (inputs[t].0.c0, inputs[t].0.c1) * expand(inputs[t].1)`,
+    /// limb by limb: each compact value is repeated `2^log_gap` times into a
+    /// block in cache, once for both halves. Below 2^50 the products of up to
+    /// [`kernels::MAX_LAZY_TERMS`] terms are summed lazily (IFMA) with one
+    /// reduction, as the streamed transforms' are; otherwise term by term.
     fn multiply_accumulate(
         &self,
         params: &Parameters,
-        sum: &mut RnsPoly,
-        inputs: &[(&RnsPoly, &[u64])],
+        (c0, c1): (&mut RnsPoly, &mut RnsPoly),
+        inputs: &[(&Ciphertext, &[u64])],
     ) {
         let ring = params.ring();
         let n = ring.n();
-        let q_limbs = sum.q_limbs;
+        let q_limbs = c0.q_limbs;
         let m = n >> self.log_gap;
         let log_gap = self.log_gap;
-        sum.data
+        let expand = |values: &[u64], start: usize, out: &mut [u64]| {
+            for (k, v) in out.iter_mut().enumerate() {
+                *v = values[(start + k) >> log_gap];
+            }
+        };
+        c0.data
             .par_chunks_mut(n)
+            .zip(c1.data.par_chunks_mut(n))
             .enumerate()
-            .for_each(|(l, limb)| {
-                let plan = ring.plan(q_limbs, l);
-                let mut tmp = [0u64; BLOCK];
-                for (poly, compact) in inputs {
-                    let a = poly.limb(l);
-                    let values = &compact[l * m..(l + 1) * m];
-                    for (b, (s, x)) in limb.chunks_mut(BLOCK).zip(a.chunks(BLOCK)).enumerate() {
-                        let t = &mut tmp[..s.len()];
-                        let start = b * BLOCK;
-                        for (k, v) in t.iter_mut().enumerate() {
-                            *v = values[(start + k) >> log_gap];
+            .for_each(|(l, (o0, o1))| {
+                let modulus = &ring.moduli()[l];
+                let values: Vec<&[u64]> =
+                    inputs.iter().map(|(_, c)| &c[l * m..(l + 1) * m]).collect();
+                if !kernels::has_fast_inner_product(modulus, 1) {
+                    let plan = ring.plan(q_limbs, l);
+                    o0.fill(0);
+                    o1.fill(0);
+                    let mut tmp = [0u64; BLOCK];
+                    for ((ct, _), values) in inputs.iter().zip(&values) {
+                        let (a0, a1) = (ct.c0.limb(l), ct.c1.limb(l));
+                        for b in (0..n).step_by(BLOCK) {
+                            let e = (b + BLOCK).min(n);
+                            let t = &mut tmp[..e - b];
+                            expand(values, b, t);
+                            plan.mul_acc(&mut o0[b..e], &a0[b..e], t);
+                            plan.mul_acc(&mut o1[b..e], &a1[b..e], t);
                         }
-                        plan.mul_acc(s, x, t);
+                    }
+                    return;
+                }
+                const LAZY: usize = kernels::MAX_LAZY_TERMS;
+                let chunk = LAZY;
+                let mut expanded = vec![0u64; chunk * BLOCK];
+                let (mut t0, mut t1) = ([0u64; BLOCK], [0u64; BLOCK]);
+                if inputs.is_empty() {
+                    o0.fill(0);
+                    o1.fill(0);
+                }
+                for b in (0..n).step_by(BLOCK) {
+                    let e = (b + BLOCK).min(n);
+                    for start in (0..inputs.len()).step_by(chunk) {
+                        let end = (start + chunk).min(inputs.len());
+                        for (t, values) in values[start..end].iter().enumerate() {
+                            expand(values, b, &mut expanded[t * BLOCK..t * BLOCK + e - b]);
+                        }
+                        let k = end - start;
+                        let (mut xs, mut bs, mut a_s) =
+                            ([&[][..]; LAZY], [&[][..]; LAZY], [&[][..]; LAZY]);
+                        for (t, (ct, _)) in inputs[start..end].iter().enumerate() {
+                            xs[t] = &expanded[t * BLOCK..t * BLOCK + e - b];
+                            bs[t] = &ct.c0.limb(l)[b..e];
+                            a_s[t] = &ct.c1.limb(l)[b..e];
+                        }
+                        let (xs, bs, a_s) = (&xs[..k], &bs[..k], &a_s[..k]);
+                        if start == 0 {
+                            kernels::inner_product_pair(
+                                modulus,
+                                &mut o0[b..e],
+                                &mut o1[b..e],
+                                xs,
+                                bs,
+                                a_s,
+                            );
+                        } else {
+                            let (t0, t1) = (&mut t0[..e - b], &mut t1[..e - b]);
+                            kernels::inner_product_pair(modulus, t0, t1, xs, bs, a_s);
+                            // Both below q < 2^50: one conditional subtraction reduces the sum.
+                            for (o, t) in o0[b..e].iter_mut().zip(t0.iter()) {
+                                *o += *t;
+                            }
+                            for (o, t) in o1[b..e].iter_mut().zip(t1.iter()) {
+                                *o += *t;
+                            }
+                            kernels::reduce_once(modulus.value(), &mut o0[b..e]);
+                            kernels::reduce_once(modulus.value(), &mut o1[b..e]);
+                        }
                     }
                 }
             });
