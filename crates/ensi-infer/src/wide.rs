@@ -922,7 +922,6 @@ impl EncryptedModel {
                 })
                 .collect()
         };
-        let value_masks = group_masks(a_level + 1, 0)?;
         // The sigmoid's bias per query token, in every block.
         let bias: Vec<f64> = (0..slots)
             .map(|slot| {
@@ -978,15 +977,23 @@ impl EncryptedModel {
             .collect::<Result<_>>()?;
         drop((k_plus, k_minus));
         let (kp_sh, km_sh) = k_sh.split_at(q.len());
+        // The values' shifts split the same way: v and rot(v, -s/2) rotated
+        // by the babies once; each chunk works in a frame turned by its base
+        // (its masks and the sigmoid's outputs turned by +base) and turns its
+        // products back by -base.
+        // [value ciphertext][near babies, then far babies]
+        let v_babies: Vec<Vec<Ciphertext>> = v
+            .par_iter()
+            .zip(&v_far)
+            .map(|(near, far)| Ok([baby_shifted(near)?, baby_shifted(far)?].concat()))
+            .collect::<Result<_>>()?;
+        drop(v_far);
         let mut o_acc: Option<Vec<Ciphertext>> = None;
         let (mut t_rot, mut t_qk, mut t_sig, mut t_av) =
             (t_pair.elapsed().as_secs_f64(), 0.0, 0.0, 0.0);
         for chunk in (0..s / 2).collect::<Vec<_>>().chunks(SHIFT_CHUNK) {
             let t0 = Instant::now();
-            // Values: rot(v, -delta) for the chunk's shifts delta = base + b:
-            // one giant rotation by the chunk's base, then the babies b hoisted.
             let base = chunk[0];
-            let shifted = |x: &Ciphertext| baby_shifted(&rotated(x, -(base as i64))?);
             // rot(q, base), rot(conj(q), base).
             let q_sh: Vec<Ciphertext> = q
                 .par_iter()
@@ -1001,26 +1008,24 @@ impl EncryptedModel {
                 .copied()
                 .chain(chunk.iter().map(|&dl| dl + s / 2))
                 .collect();
-            // [value ciphertext][score sigma]
-            let v_rot: Vec<Vec<Ciphertext>> = v
-                .par_iter()
-                .zip(&v_far)
-                .map(|(near, far)| Ok([shifted(near)?, shifted(far)?].concat()))
-                .collect::<Result<_>>()?;
-            // Values only from keys at or before the query and among the real tokens.
+            // Values only from keys at or before the query and among the real
+            // tokens: the causal mask of delta at slot t, in the chunk's frame
+            // (slot i of the frame is slot i + base).
             let masks: Vec<Plaintext> = deltas
                 .par_iter()
                 .map(|&dl| {
                     let m: Vec<f64> = (0..slots)
                         .map(|slot| {
-                            let t = slot % s;
+                            let t = (slot + base) % slots % s;
                             f64::from(u8::from(t >= dl && t - dl < tokens))
                         })
                         .collect();
                     Ok(encoder.encode_real(&m, v_level, primes[v_level] as f64, log_slots)?)
                 })
                 .collect::<Result<_>>()?;
-            let v_sh: Vec<Vec<Ciphertext>> = v_rot
+            let value_masks = group_masks(a_level + 1, base)?;
+            // [value ciphertext][score sigma]: rot(v, -b) masked, in the frame.
+            let v_sh: Vec<Vec<Ciphertext>> = v_babies
                 .par_iter()
                 .map(|row| {
                     row.iter()
@@ -1029,7 +1034,6 @@ impl EncryptedModel {
                         .collect::<Result<Vec<_>>>()
                 })
                 .collect::<Result<_>>()?;
-            drop(v_rot);
             t_rot += t0.elapsed().as_secs_f64();
 
             let t0 = Instant::now();
@@ -1113,11 +1117,13 @@ impl EncryptedModel {
             let t0 = Instant::now();
             // rot(A_p, r groups) holds in group f the weight of score
             // p G + (f + r) mod G; its values: V_(p,r) = sum_f M_f v_sigma.
+            // In the chunk's frame: A_p turned by +base first.
             let a_turned: Vec<Vec<Ciphertext>> = a
                 .par_iter()
                 .map(|ap| {
-                    let mut out = eval.rotate_hoisted(ap, &group_steps)?;
-                    out.insert(0, ap.clone());
+                    let ap = rotated(ap, base as i64)?;
+                    let mut out = eval.rotate_hoisted(&ap, &group_steps)?;
+                    out.insert(0, ap);
                     Ok(out)
                 })
                 .collect::<Result<_>>()?;
@@ -1144,7 +1150,8 @@ impl EncryptedModel {
                         .zip(&values)
                         .map(|(&(p, r), vv)| (&a_turned[p][r], vv))
                         .collect();
-                    Ok(eval.mul_sum(&pairs)?)
+                    // Back from the chunk's frame.
+                    rotated(&eval.mul_sum(&pairs)?, -(base as i64))
                 })
                 .collect::<Result<_>>()?;
             match o_acc.as_mut() {
