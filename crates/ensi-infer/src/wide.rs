@@ -52,7 +52,12 @@
 //! each chunk's base, and the rotation back by -base is taken once per packed
 //! ciphertext (its masks pre-rotated by base): at 1bitllm-large 42 hoisted
 //! rotations of keys, 42 of queries and 8 back, where shifting the keys took
-//! 384 (336 of them hoisted).
+//! 384 (336 of them hoisted). The values split the same way: v and
+//! rot(v, -s/2) are rotated by the babies once, and each chunk works in a
+//! frame turned by its base (its causal and group masks encoded turned, the
+//! sigmoid's outputs turned by +base, its products turned back by -base):
+//! 4 rotations per chunk where a giant rotation of each value ciphertext and
+//! its hoisted babies took 48.
 //! **Packed scores.** A score summed over the G = B / H' feature groups of a
 //! ciphertext would stand in all G of them; instead G scores share one
 //! ciphertext, score `p G + g` in group g: `W = sum_r rot(sum_sigma M_(g_sigma + r)

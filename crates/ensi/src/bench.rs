@@ -58,7 +58,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Runs per operation (the median is reported; default 7, at least 5;
-    /// block: default 3, at least 1; e2e: one round trip per generated token).
+    /// block: default 3, at least 1, its PCMMs at least 3; e2e: one round trip per generated token).
     #[arg(long)]
     pub runs: Option<usize>,
     /// Write the results as JSON to this file.
