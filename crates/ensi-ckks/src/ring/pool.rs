@@ -57,19 +57,22 @@ pub fn take(len: usize) -> Vec<u64> {
 const HUGE_BYTES: usize = 4 << 20;
 
 /// Asks the C allocator to keep freed memory for reuse instead of returning
-/// it to the kernel: allocations up to 32 MiB come from its heaps (not from
-/// fresh mappings) and freed heap memory is not trimmed. The pool above keeps
+/// it to the kernel: allocations under 8 MiB (a ciphertext half up to 15
+/// levels at N = 2^16: the block's working set) come from its heaps, not from
+/// fresh mappings, and freed heap memory is not trimmed. The pool above keeps
 /// only 1 GiB; what falls out of it is otherwise unmapped, and mapping it again
 /// costs a page fault and a zeroed page per 4 KiB (on this project's virtual
-/// machines, as much as the arithmetic in memory-bound kernels: a 256 -> 128
-/// ternary PCMM at N = 2^16 took 1.48 s without this, 1.23 s with it). The
-/// price is a resident set that stays at its peak. For binaries (the `ensi`
-/// command calls it first thing); a library user decides for their process.
+/// machines, as much as the arithmetic in memory-bound kernels). Larger
+/// buffers (keys, the top of the bootstrapping chain) stay mapped and
+/// returned: with a 32 MiB threshold the demo's resident set grew from 8.5
+/// to 14.9 GB for no gain; with 8 MiB it stays at 8.5 GB. For binaries (the
+/// `ensi` command calls it first thing); a library user decides for their
+/// process.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes glibc's allocation thresholds.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
 }
