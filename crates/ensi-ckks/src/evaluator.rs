@@ -83,25 +83,16 @@ fn accumulate_products(
             let end = (start + chunk).min(xs.len());
             for b in (0..n).step_by(BLOCK) {
                 let e = (b + BLOCK).min(n);
-                let (t0, t1) = (&mut t0[..e - b], &mut t1[..e - b]);
-                kernels::inner_product_pair(
+                kernels::inner_product_pair_add(
                     m,
-                    t0,
-                    t1,
+                    &mut o0[b..e],
+                    &mut o1[b..e],
                     &cut(xs, start..end, b..e),
                     &cut(bs, start..end, b..e),
                     &cut(a_s, start..end, b..e),
+                    &mut t0[..e - b],
+                    &mut t1[..e - b],
                 );
-                // Both below q < 2^63: the plain sum cannot wrap, and one
-                // vectorized conditional subtraction reduces it.
-                for (o, t) in o0[b..e].iter_mut().zip(t0.iter()) {
-                    *o += *t;
-                }
-                for (o, t) in o1[b..e].iter_mut().zip(t1.iter()) {
-                    *o += *t;
-                }
-                kernels::reduce_once(m.value(), &mut o0[b..e]);
-                kernels::reduce_once(m.value(), &mut o1[b..e]);
             }
             start = end;
         }

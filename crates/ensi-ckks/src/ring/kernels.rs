@@ -94,6 +94,29 @@ pub fn inner_product_pair(
     }
 }
 
+/// `(acc0, acc1) += (sum_j x_j b_j, sum_j x_j a_j) mod q` for at most
+/// [`MAX_LAZY_TERMS`] terms: [`inner_product_pair`] into the scratch blocks,
+/// then one addition and one conditional subtraction (both sums below q).
+#[allow(clippy::too_many_arguments)]
+pub fn inner_product_pair_add(
+    m: &Modulus,
+    acc0: &mut [u64],
+    acc1: &mut [u64],
+    xs: &[&[u64]],
+    bs: &[&[u64]],
+    a_s: &[&[u64]],
+    scratch0: &mut [u64],
+    scratch1: &mut [u64],
+) {
+    inner_product_pair(m, scratch0, scratch1, xs, bs, a_s);
+    for (acc, t) in [(acc0, &*scratch0), (acc1, &*scratch1)] {
+        for (o, t) in acc.iter_mut().zip(t) {
+            *o += *t;
+        }
+        reduce_once(m.value(), acc);
+    }
+}
+
 fn inner_product_pair_scalar(
     m: &Modulus,
     acc0: &mut [u64],

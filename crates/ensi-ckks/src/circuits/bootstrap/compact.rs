@@ -473,27 +473,12 @@ impl CompactTransform {
                             a_s[t] = &ct.c1.limb(l)[b..e];
                         }
                         let (xs, bs, a_s) = (&xs[..k], &bs[..k], &a_s[..k]);
+                        let (o0, o1) = (&mut o0[b..e], &mut o1[b..e]);
                         if start == 0 {
-                            kernels::inner_product_pair(
-                                modulus,
-                                &mut o0[b..e],
-                                &mut o1[b..e],
-                                xs,
-                                bs,
-                                a_s,
-                            );
+                            kernels::inner_product_pair(modulus, o0, o1, xs, bs, a_s);
                         } else {
                             let (t0, t1) = (&mut t0[..e - b], &mut t1[..e - b]);
-                            kernels::inner_product_pair(modulus, t0, t1, xs, bs, a_s);
-                            // Both below q < 2^50: one conditional subtraction reduces the sum.
-                            for (o, t) in o0[b..e].iter_mut().zip(t0.iter()) {
-                                *o += *t;
-                            }
-                            for (o, t) in o1[b..e].iter_mut().zip(t1.iter()) {
-                                *o += *t;
-                            }
-                            kernels::reduce_once(modulus.value(), &mut o0[b..e]);
-                            kernels::reduce_once(modulus.value(), &mut o1[b..e]);
+                            kernels::inner_product_pair_add(modulus, o0, o1, xs, bs, a_s, t0, t1);
                         }
                     }
                 }
