@@ -12,9 +12,6 @@ fn env(name: &str, default: usize) -> usize {
 }
 
 fn main() {
-    if std::env::var_os("KEEP_FREED").is_some() {
-        ensi_ckks::ring::pool::keep_freed_memory();
-    }
     let preset = std::env::var("PROF_PRESET").unwrap_or_else(|_| "n16-boot".into());
     let params = ParametersLiteral::preset(&preset).unwrap().build().unwrap();
     let level = env("LEVEL", 11).min(params.max_level());

@@ -48,7 +48,6 @@ enum Command {
 }
 
 fn main() {
-    ensi_ckks::ring::pool::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
