@@ -134,6 +134,11 @@ impl Evaluator {
         let g = group_size(rows, cols);
         let groups = cols.div_ceil(g);
         let idx = table_indices(weights, rows, cols, g);
+        let sums = Sums {
+            idx: &idx,
+            groups,
+            g,
+        };
         let lazy_ok = lazy_available();
         let arith: Vec<LimbArith> = ring.q()[..q_limbs]
             .iter()
@@ -181,11 +186,6 @@ impl Evaluator {
                     })
                     .collect();
                 for start in (begin..end).step_by(LANES) {
-                    let sums = Sums {
-                        idx: &idx,
-                        groups,
-                        g,
-                    };
                     sum_block(
                         &arith[l],
                         &limb_in,
