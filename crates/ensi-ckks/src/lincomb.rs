@@ -191,16 +191,20 @@ impl Evaluator {
                     kernel(m, l, &block_in, r, out);
                 }
             });
-        let log_slots = inputs[0].log_slots;
-        outs.into_iter()
-            .map(|(c0, c1)| Ciphertext {
-                c0,
-                c1,
-                scale,
-                log_slots,
-            })
-            .collect()
+        ciphertexts(outs, scale, inputs[0].log_slots)
     }
+}
+
+/// The outputs' polynomial pairs as ciphertexts of the given scale and slots.
+fn ciphertexts(outs: Vec<(RnsPoly, RnsPoly)>, scale: f64, log_slots: u32) -> Vec<Ciphertext> {
+    outs.into_iter()
+        .map(|(c0, c1)| Ciphertext {
+            c0,
+            c1,
+            scale,
+            log_slots,
+        })
+        .collect()
 }
 
 /// Block kernels: AVX-512 (and IFMA) when the CPU has them, with the plain

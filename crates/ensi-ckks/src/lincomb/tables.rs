@@ -196,15 +196,7 @@ impl Evaluator {
                     );
                 }
             });
-        let (scale, log_slots) = (inputs[0].scale, inputs[0].log_slots);
-        outs.into_iter()
-            .map(|(c0, c1)| Ciphertext {
-                c0,
-                c1,
-                scale,
-                log_slots,
-            })
-            .collect()
+        super::ciphertexts(outs, inputs[0].scale, inputs[0].log_slots)
     }
 }
 
